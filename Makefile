@@ -1,0 +1,43 @@
+# `make demo` and `make test` install first when needed (README's first two commands).
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: install demo test lint format bench snapshot clean-state
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/stock-assets demo
+
+test: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: install
+	$(BIN)/python bench/backfill_vs_floor.py
+	$(BIN)/python bench/io_write.py
+
+# Rewrite the committed graph snapshot after a deliberate change to the asset graph.
+snapshot: install
+	UPDATE_GRAPH_SNAPSHOT=1 $(BIN)/pytest -q stock_assets_tests/test_graph_snapshot.py
+
+clean-state:
+	-$(BIN)/stock-assets db stop
+	rm -rf .stock_assets

@@ -1,0 +1,42 @@
+"""Exchange sessions: which weekdays the market was open. Pure, no Dagster."""
+
+from __future__ import annotations
+
+import datetime as dt
+from functools import lru_cache
+
+import exchange_calendars as xcals
+import pandas as pd
+
+# exchange_calendars starts ~20 years back by default and raises before that (DESIGN.md §5).
+CALENDAR_START = "1990-01-01"
+
+
+@lru_cache(maxsize=8)
+def _calendar(exchange: str) -> xcals.ExchangeCalendar:
+    try:
+        return xcals.get_calendar(exchange, start=CALENDAR_START)
+    except xcals.errors.InvalidCalendarName:
+        raise ValueError(f"unknown exchange calendar {exchange!r}") from None
+
+
+def sessions_between(start: dt.date, end: dt.date, exchange: str = "XNYS") -> list[dt.date]:
+    """Sessions in [start, end], both inclusive."""
+    if end < start:
+        return []
+    cal = _calendar(exchange)
+    first, last = cal.first_session.date(), cal.last_session.date()
+    lo, hi = max(start, first), min(end, last)
+    if hi < lo:
+        return []
+    return [ts.date() for ts in cal.sessions_in_range(pd.Timestamp(lo), pd.Timestamp(hi))]
+
+
+def is_session(day: dt.date, exchange: str = "XNYS") -> bool:
+    return bool(sessions_between(day, day, exchange))
+
+
+def previous_session(day: dt.date, exchange: str = "XNYS") -> dt.date | None:
+    """The last session strictly before `day` (None before the calendar starts)."""
+    back = sessions_between(day - dt.timedelta(days=14), day - dt.timedelta(days=1), exchange)
+    return back[-1] if back else None

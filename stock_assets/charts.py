@@ -1,0 +1,28 @@
+"""Small PNG charts for asset metadata, as markdown a person sees in the Dagster UI."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import pandas as pd
+
+
+def price_chart_markdown(frame: pd.DataFrame, title: str) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3), dpi=80)
+    for ticker, rows in frame.groupby("ticker"):
+        ax.plot(pd.to_datetime(rows["trade_date"]), rows["close"], marker=".", label=ticker)
+    ax.set_title(title)
+    ax.set_ylabel("close")
+    ax.legend(loc="best", fontsize="small")
+    fig.autofmt_xdate()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight")
+    plt.close(fig)
+    encoded = base64.b64encode(buf.getvalue()).decode()
+    return f"![{title}](data:image/png;base64,{encoded})"

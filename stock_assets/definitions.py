@@ -1,0 +1,69 @@
+"""The code location: assets, checks, jobs, schedules and resources, built from the settings."""
+
+from dagster import (
+    AssetSelection,
+    DefaultScheduleStatus,
+    Definitions,
+    RunRequest,
+    ScheduleEvaluationContext,
+    define_asset_job,
+    schedule,
+)
+
+from stock_assets.assets.ingestion import build_calendar_complete, build_raw_prices
+from stock_assets.partitions import trading_days_partitions
+from stock_assets.resources import MarketResource, PostgresResource
+from stock_assets.settings import Settings, load_settings
+from stock_assets.sources import source_from_settings
+from stock_assets.storage.io_manager import PostgresPandasIOManager
+
+
+def build_definitions(settings: Settings | None = None) -> Definitions:
+    settings = settings or load_settings()
+    source = source_from_settings(settings)
+    trading_days = trading_days_partitions(
+        settings.start_date or source.default_start, settings.timezone
+    )
+    raw_prices = build_raw_prices(trading_days)
+    calendar_complete = build_calendar_complete(raw_prices)
+
+    ingest_job = define_asset_job(
+        "ingest_prices",
+        selection=AssetSelection.groups("ingestion"),
+        partitions_def=trading_days,
+        description="Ingest raw prices for a session (or a range, in one run).",
+    )
+
+    @schedule(
+        name="ingest_after_close",
+        job=ingest_job,
+        cron_schedule="30 18 * * 1-5",
+        execution_timezone=settings.timezone,
+        default_status=DefaultScheduleStatus.STOPPED,
+        description="Every weekday at 18:30 exchange time, ingest that day's partition.",
+    )
+    def ingest_after_close(context: ScheduleEvaluationContext) -> RunRequest:
+        key = context.scheduled_execution_time.strftime("%Y-%m-%d")
+        return RunRequest(run_key=key, partition_key=key)
+
+    stocks_db = PostgresResource(database="stocks")
+    tickers = list(settings.tickers or source.default_tickers)
+    return Definitions(
+        assets=[raw_prices],
+        asset_checks=[calendar_complete],
+        jobs=[ingest_job],
+        schedules=[ingest_after_close],
+        resources={
+            "postgres_io": PostgresPandasIOManager(db=stocks_db),
+            "stocks_db": stocks_db,
+            "price_source": source,
+            "market": MarketResource(
+                tickers=tickers,
+                exchange=settings.exchange,
+                chart_max_partitions=settings.chart_max_partitions,
+            ),
+        },
+    )
+
+
+defs = build_definitions()

@@ -1,0 +1,52 @@
+"""The state folder and the environment the `dagster` and `psql` tools need to use it."""
+
+from __future__ import annotations
+
+import os
+import shlex
+from pathlib import Path
+
+from stock_assets.runtime.postgres import ServerUrl, ready_server
+from stock_assets.settings import Settings
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DAGSTER_YAML_TEMPLATE = REPO_ROOT / "dagster.yaml"
+
+
+def write_dagster_home(settings: Settings) -> Path:
+    """Copy the repository's instance template into DAGSTER_HOME (Dagster reads only that one)."""
+    if not DAGSTER_YAML_TEMPLATE.exists():
+        raise FileNotFoundError(f"instance template missing: {DAGSTER_YAML_TEMPLATE}")
+    home = settings.dagster_home
+    home.mkdir(parents=True, exist_ok=True)
+    target = home / "dagster.yaml"
+    text = DAGSTER_YAML_TEMPLATE.read_text()
+    if not target.exists() or target.read_text() != text:
+        target.write_text(text)
+    return target
+
+
+def tool_environment(settings: Settings, server: ServerUrl) -> dict[str, str]:
+    """Variables for the plain tools. STOCK_ASSETS_DB_URL is an output: never read back."""
+    return {
+        "STOCK_ASSETS_HOME": str(settings.home),
+        "DAGSTER_HOME": str(settings.dagster_home),
+        "STOCK_ASSETS_DAGSTER_PG_URL": server.for_db("dagster", driver="psycopg2"),
+        "STOCK_ASSETS_DB_URL": server.for_db("stocks"),
+        "MLFLOW_TRACKING_URI": server.for_db("mlflow", driver="psycopg2"),
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+    }
+
+
+def prepare(settings: Settings) -> dict[str, str]:
+    """Start what is needed, write the instance file, and set the tool variables in this process."""
+    settings.home.mkdir(parents=True, exist_ok=True)
+    server = ready_server(settings)
+    write_dagster_home(settings)
+    env = tool_environment(settings, server)
+    os.environ.update(env)
+    return env
+
+
+def export_lines(env: dict[str, str]) -> str:
+    return "\n".join(f"export {key}={shlex.quote(value)}" for key, value in env.items())

@@ -1,0 +1,119 @@
+"""Every setting the platform reads from the environment, in one place.
+
+Settings are read when asked for (never cached at import), so a test or a command can change the
+environment and see the change. `SETTINGS_DOC` is the configuration reference the README quotes.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+SETTINGS_DOC: dict[str, tuple[str, str]] = {
+    "STOCK_ASSETS_HOME": (
+        ".stock_assets",
+        "State folder: embedded Postgres, DAGSTER_HOME, MLflow.",
+    ),
+    "STOCK_ASSETS_POSTGRES_URL": (
+        "(unset: embedded)",
+        "libpq URL of a Postgres server you run; unset starts the embedded one.",
+    ),
+    "STOCK_ASSETS_SOURCE": ("sample", "Price source: yfinance, csv, sample or synthetic."),
+    "STOCK_ASSETS_TICKERS": ("(the source's)", "Comma-separated tickers."),
+    "STOCK_ASSETS_START_DATE": ("(the source's)", "First trading_days partition, YYYY-MM-DD."),
+    "STOCK_ASSETS_EXCHANGE": ("XNYS", "exchange_calendars code of the exchange."),
+    "STOCK_ASSETS_TIMEZONE": ("America/New_York", "Time zone of the trading_days partitions."),
+    "STOCK_ASSETS_CSV_DIR": ("(none)", "Folder of <TICKER>.csv files for the csv source."),
+    "STOCK_ASSETS_SYNTHETIC_SEED": ("7", "Seed of the synthetic market."),
+    "STOCK_ASSETS_SYNTHETIC_TICKERS": ("5", "Number of synthetic tickers (SYN000, SYN001, …)."),
+    "STOCK_ASSETS_SYNTHETIC_START": ("2015-01-02", "First session of the synthetic market."),
+    "STOCK_ASSETS_SYNTHETIC_END": ("2024-12-31", "Last session of the synthetic market."),
+    "STOCK_ASSETS_YF_RETRIES": ("4", "yfinance: attempts per ticker after an error or rate limit."),
+    "STOCK_ASSETS_YF_BACKOFF": ("2.0", "yfinance: first back-off in seconds, doubled per retry."),
+    "STOCK_ASSETS_CHART_MAX_PARTITIONS": (
+        "5",
+        "Attach price charts only to runs of at most this many partitions.",
+    ),
+}
+
+
+def _env(name: str) -> str | None:
+    value = os.environ.get(name, "").strip()
+    return value or None
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    postgres_url: str | None
+    source: str
+    tickers: tuple[str, ...] | None
+    start_date: str | None
+    exchange: str
+    timezone: str
+    csv_dir: Path | None
+    synthetic_seed: int
+    synthetic_tickers: int
+    synthetic_start: str
+    synthetic_end: str
+    yf_retries: int
+    yf_backoff: float
+    chart_max_partitions: int
+
+    @property
+    def dagster_home(self) -> Path:
+        return self.home / "dagster"
+
+    @property
+    def pgdata(self) -> Path:
+        return self.home / "pgdata"
+
+    @property
+    def mlflow_artifacts(self) -> Path:
+        return self.home / "mlartifacts"
+
+
+def _int(name: str, default: int) -> int:
+    raw = _env(name)
+    if raw is None:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a whole number, got {raw!r}") from None
+
+
+def _float(name: str, default: float) -> float:
+    raw = _env(name)
+    if raw is None:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a number, got {raw!r}") from None
+
+
+def load_settings() -> Settings:
+    tickers_raw = _env("STOCK_ASSETS_TICKERS")
+    tickers = None
+    if tickers_raw is not None:
+        tickers = tuple(t.strip() for t in tickers_raw.split(",") if t.strip())
+    csv_dir = _env("STOCK_ASSETS_CSV_DIR")
+    return Settings(
+        home=Path(_env("STOCK_ASSETS_HOME") or ".stock_assets").expanduser().resolve(),
+        postgres_url=_env("STOCK_ASSETS_POSTGRES_URL"),
+        source=(_env("STOCK_ASSETS_SOURCE") or "sample").lower(),
+        tickers=tickers,
+        start_date=_env("STOCK_ASSETS_START_DATE"),
+        exchange=_env("STOCK_ASSETS_EXCHANGE") or "XNYS",
+        timezone=_env("STOCK_ASSETS_TIMEZONE") or "America/New_York",
+        csv_dir=Path(csv_dir).expanduser().resolve() if csv_dir else None,
+        synthetic_seed=_int("STOCK_ASSETS_SYNTHETIC_SEED", 7),
+        synthetic_tickers=_int("STOCK_ASSETS_SYNTHETIC_TICKERS", 5),
+        synthetic_start=_env("STOCK_ASSETS_SYNTHETIC_START") or "2015-01-02",
+        synthetic_end=_env("STOCK_ASSETS_SYNTHETIC_END") or "2024-12-31",
+        yf_retries=_int("STOCK_ASSETS_YF_RETRIES", 4),
+        yf_backoff=_float("STOCK_ASSETS_YF_BACKOFF", 2.0),
+        chart_max_partitions=_int("STOCK_ASSETS_CHART_MAX_PARTITIONS", 5),
+    )

@@ -1,0 +1,69 @@
+"""What every price source returns, and the errors they raise."""
+
+from __future__ import annotations
+
+import datetime as dt
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+import pandas as pd
+
+# Canonical columns a source returns; raw_prices adds `source` and `ingested_at`.
+# split_ratio is new shares per old share on the split's session, 1.0 on every other day.
+PRICE_COLUMNS: tuple[str, ...] = (
+    "trade_date",
+    "ticker",
+    "open",
+    "high",
+    "low",
+    "close",
+    "adj_close",
+    "volume",
+    "dividend",
+    "split_ratio",
+)
+
+
+class SourceError(ValueError):
+    """A request the source cannot answer: unknown ticker, date out of range, bad file."""
+
+
+def empty_prices() -> pd.DataFrame:
+    return conform(pd.DataFrame({c: [] for c in PRICE_COLUMNS}))
+
+
+def conform(frame: pd.DataFrame) -> pd.DataFrame:
+    """Canonical column order and dtypes; trade_date as datetime.date objects."""
+    out = pd.DataFrame(
+        {
+            "trade_date": pd.Series(
+                pd.DatetimeIndex(pd.to_datetime(frame["trade_date"])).date, dtype=object
+            ),
+            "ticker": frame["ticker"].astype(str).to_numpy(dtype=object),
+        }
+    )
+    for col in ("open", "high", "low", "close", "adj_close", "dividend", "split_ratio"):
+        out[col] = pd.to_numeric(frame[col], errors="raise").astype("float64").to_numpy()
+    # A count, nullable: a missing volume stays missing for the quality check to see.
+    volume = pd.to_numeric(frame["volume"], errors="raise").astype("float64").round()
+    out["volume"] = volume.astype("Int64").to_numpy()
+    return out[list(PRICE_COLUMNS)]
+
+
+class PriceSource(ABC):
+    """A source of daily prices for a set of tickers."""
+
+    name: str
+    default_tickers: tuple[str, ...]
+    default_start: str
+
+    def check(self, tickers: Sequence[str], start: dt.date, end: dt.date) -> None:
+        """Raise SourceError for a request that cannot be answered, before anything is fetched."""
+        if not tickers:
+            raise SourceError(f"{self.name}: the ticker list is empty")
+        if end < start:
+            raise SourceError(f"{self.name}: end {end} is before start {start}")
+
+    @abstractmethod
+    def fetch(self, tickers: Sequence[str], start: dt.date, end: dt.date) -> pd.DataFrame:
+        """Rows for [start, end] (inclusive) in PRICE_COLUMNS; days without data are absent."""

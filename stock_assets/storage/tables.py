@@ -1,0 +1,328 @@
+"""Pandas frames in Postgres tables: typed columns, slice replacement in one transaction, COPY.
+
+No Dagster here: the IO manager decides *which* slice a partition is; this module makes writing
+and reading that slice safe and fast. Columns are typed from the frame the first time a table is
+written; afterwards a frame must fit the table or nothing is written.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import psycopg2
+import pyarrow as pa
+import pyarrow.csv as pacsv
+from psycopg2 import sql
+
+SCHEMA = "public"
+
+
+class SchemaMismatch(ValueError):
+    """A frame's columns do not fit the stored table."""
+
+
+class SliceViolation(ValueError):
+    """A frame holds rows outside the partition slice it is written as."""
+
+
+@dataclass(frozen=True)
+class Slice:
+    """The rows of a table that one partition (or range of partitions) owns.
+
+    `column=None` is the whole table. A window is half-open: start <= value < end.
+    """
+
+    column: str | None = None
+    start: Any = None
+    end: Any = None
+    keys: tuple[str, ...] | None = None
+
+    def where(self) -> tuple[sql.Composable, tuple[Any, ...]]:
+        if self.column is None:
+            return sql.SQL("TRUE"), ()
+        col = sql.Identifier(self.column)
+        if self.keys is not None:
+            return sql.SQL("{} = ANY(%s)").format(col), (list(self.keys),)
+        return sql.SQL("{c} >= %s AND {c} < %s").format(c=col), (self.start, self.end)
+
+    def outside(self, frame: pd.DataFrame) -> pd.Series:
+        """Mask of the frame's rows that do not belong to this slice."""
+        if self.column is None:
+            return pd.Series(False, index=frame.index)
+        if self.column not in frame.columns:
+            raise SchemaMismatch(f"partition column {self.column!r} is missing from the frame")
+        values = frame[self.column]
+        if self.keys is not None:
+            return ~values.astype(str).isin(self.keys)
+        ts = pd.to_datetime(values)
+        start, end = pd.Timestamp(self.start), pd.Timestamp(self.end)
+        if ts.dt.tz is not None and start.tzinfo is None:
+            start, end = start.tz_localize(ts.dt.tz), end.tz_localize(ts.dt.tz)
+        return ~((ts >= start) & (ts < end))
+
+
+def _first_valid(series: pd.Series) -> Any:
+    idx = series.first_valid_index()
+    return None if idx is None else series.loc[idx]
+
+
+def pg_type(series: pd.Series) -> str:
+    """Postgres column type for a frame column."""
+    dtype = series.dtype
+    if pd.api.types.is_bool_dtype(dtype):
+        return "BOOLEAN"
+    if pd.api.types.is_integer_dtype(dtype):
+        return "BIGINT"
+    if pd.api.types.is_float_dtype(dtype):
+        return "DOUBLE PRECISION"
+    if isinstance(dtype, pd.DatetimeTZDtype):
+        return "TIMESTAMPTZ"
+    if pd.api.types.is_datetime64_dtype(dtype):
+        return "TIMESTAMP"
+    sample = _first_valid(series)
+    if isinstance(sample, dt.datetime):
+        return "TIMESTAMPTZ" if sample.tzinfo is not None else "TIMESTAMP"
+    if isinstance(sample, dt.date):
+        return "DATE"
+    if isinstance(sample, dict | list):
+        return "JSONB"
+    if isinstance(sample, bool | np.bool_):
+        return "BOOLEAN"
+    return "TEXT"
+
+
+# A frame column fits a table column of the same type; ints also fit floats, and a column with
+# no values (typed TEXT by default) fits anything.
+_WIDENS = {("BIGINT", "DOUBLE PRECISION")}
+
+
+def table_columns(cur: Any, table: str) -> dict[str, str] | None:
+    """Column name -> type of an existing table, in table order; None when it does not exist."""
+    cur.execute(
+        """
+        SELECT a.attname, format_type(a.atttypid, a.atttypmod)
+        FROM pg_attribute a
+        JOIN pg_class c ON c.oid = a.attrelid
+        JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname = %s AND c.relname = %s AND a.attnum > 0 AND NOT a.attisdropped
+        ORDER BY a.attnum
+        """,
+        (SCHEMA, table),
+    )
+    rows = cur.fetchall()
+    if not rows:
+        return None
+    canonical = {
+        "bigint": "BIGINT",
+        "double precision": "DOUBLE PRECISION",
+        "boolean": "BOOLEAN",
+        "text": "TEXT",
+        "date": "DATE",
+        "jsonb": "JSONB",
+        "timestamp without time zone": "TIMESTAMP",
+        "timestamp with time zone": "TIMESTAMPTZ",
+    }
+    return {name: canonical.get(typ, typ.upper()) for name, typ in rows}
+
+
+def check_fits(table: str, frame: pd.DataFrame, columns: dict[str, str]) -> None:
+    """Raise SchemaMismatch naming every column that does not fit."""
+    problems = []
+    missing = [c for c in columns if c not in frame.columns]
+    extra = [c for c in frame.columns if c not in columns]
+    if missing:
+        problems.append(f"missing from the frame: {', '.join(missing)}")
+    if extra:
+        problems.append(f"not in the table: {', '.join(map(str, extra))}")
+    for name in frame.columns:
+        if name not in columns or frame[name].isna().all():
+            continue
+        have, want = pg_type(frame[name]), columns[name]
+        if have != want and (have, want) not in _WIDENS:
+            problems.append(f"{name} is {have} in the frame but {want} in the table")
+    if problems:
+        raise SchemaMismatch(f"frame does not fit table {table!r}: " + "; ".join(problems))
+
+
+def _create_table(
+    cur: Any,
+    table: str,
+    frame: pd.DataFrame,
+    primary_key: Sequence[str] | None,
+    index_column: str | None,
+) -> None:
+    cols = [
+        sql.SQL("{} {}").format(sql.Identifier(str(name)), sql.SQL(pg_type(frame[name])))
+        for name in frame.columns
+    ]
+    if primary_key:
+        missing = [k for k in primary_key if k not in frame.columns]
+        if missing:
+            raise SchemaMismatch(f"primary key columns missing from the frame: {missing}")
+        cols.append(
+            sql.SQL("PRIMARY KEY ({})").format(sql.SQL(", ").join(map(sql.Identifier, primary_key)))
+        )
+    cur.execute(
+        sql.SQL("CREATE TABLE {}.{} ({})").format(
+            sql.Identifier(SCHEMA), sql.Identifier(table), sql.SQL(", ").join(cols)
+        )
+    )
+    if index_column and (not primary_key or primary_key[0] != index_column):
+        cur.execute(
+            sql.SQL("CREATE INDEX {} ON {}.{} ({})").format(
+                sql.Identifier(f"{table}_{index_column}_idx"),
+                sql.Identifier(SCHEMA),
+                sql.Identifier(table),
+                sql.Identifier(index_column),
+            )
+        )
+
+
+def _to_csv(frame: pd.DataFrame, columns: dict[str, str]) -> io.BytesIO:
+    """Serialize in table column order with Arrow's CSV writer (much faster than pandas')."""
+    out = {}
+    for name, typ in columns.items():
+        col = frame[name]
+        if typ == "JSONB":
+            col = col.map(lambda v: None if v is None else json.dumps(v, allow_nan=False))
+        elif typ in ("TIMESTAMP", "TIMESTAMPTZ") and pd.api.types.is_datetime64_any_dtype(col):
+            col = col.dt.as_unit("us")
+        out[name] = col
+    table = pa.Table.from_pandas(pd.DataFrame(out), preserve_index=False)
+    buf = io.BytesIO()
+    pacsv.write_csv(table, buf, pacsv.WriteOptions(include_header=False))
+    buf.seek(0)
+    return buf
+
+
+def replace_slice(
+    conn: Any,
+    table: str,
+    frame: pd.DataFrame,
+    where: Slice,
+    primary_key: Sequence[str] | None = None,
+) -> int:
+    """Replace `where`'s rows of `table` with `frame`, in one transaction. Returns rows written.
+
+    Creates the table (typed from the frame) when missing. Any error rolls everything back:
+    the previous slice stays as it was.
+    """
+    outside = where.outside(frame)
+    if outside.any():
+        bad = frame.loc[outside, where.column].astype(str).unique()[:5]
+        raise SliceViolation(
+            f"{int(outside.sum())} rows of the frame for {table!r} lie outside the partition "
+            f"slice being written (e.g. {where.column} = {', '.join(bad)})"
+        )
+    try:
+        with conn.cursor() as cur:
+            # One writer per table at a time: two runs creating the same table, or replacing
+            # overlapping slices, queue here instead of failing.
+            cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"stock_assets.{table}",))
+            columns = table_columns(cur, table)
+            if columns is None and frame.empty:
+                conn.rollback()  # nothing stored, nothing to store; types unknown yet
+                return 0
+            if columns is None:
+                _create_table(cur, table, frame, primary_key, where.column)
+                columns = table_columns(cur, table)
+                assert columns is not None
+            check_fits(table, frame, columns)
+            condition, params = where.where()
+            cur.execute(
+                sql.SQL("DELETE FROM {}.{} WHERE ").format(
+                    sql.Identifier(SCHEMA), sql.Identifier(table)
+                )
+                + condition,
+                params,
+            )
+            if len(frame):
+                copy = sql.SQL("COPY {}.{} ({}) FROM STDIN WITH (FORMAT csv)").format(
+                    sql.Identifier(SCHEMA),
+                    sql.Identifier(table),
+                    sql.SQL(", ").join(map(sql.Identifier, columns)),
+                )
+                cur.copy_expert(copy.as_string(conn), _to_csv(frame, columns))
+        conn.commit()
+    except psycopg2.errors.UniqueViolation as exc:
+        conn.rollback()
+        raise SchemaMismatch(
+            f"duplicate rows for {table!r} on its key {list(primary_key or [])}: "
+            f"{exc.diag.message_detail or exc}"
+        ) from exc
+    except BaseException:
+        conn.rollback()
+        raise
+    return len(frame)
+
+
+_ARROW_TYPES = {
+    "BIGINT": pa.int64(),
+    "DOUBLE PRECISION": pa.float64(),
+    "BOOLEAN": pa.bool_(),
+    "TEXT": pa.string(),
+    "DATE": pa.date32(),
+    "JSONB": pa.string(),
+    "TIMESTAMP": pa.timestamp("us"),
+    "TIMESTAMPTZ": pa.timestamp("us", tz="UTC"),
+}
+
+
+def read_slice(
+    conn: Any,
+    table: str,
+    where: Slice,
+    order_by: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """Rows of `where` as a frame typed like the frames that were written."""
+    with conn.cursor() as cur:
+        columns = table_columns(cur, table)
+        if columns is None:
+            raise LookupError(f"table {table!r} does not exist yet: materialize its asset first")
+        select = []
+        for name, typ in columns.items():
+            ident = sql.Identifier(name)
+            if typ == "TIMESTAMPTZ":  # ISO text Arrow parses, whatever the session time zone
+                select.append(
+                    sql.SQL("""to_char({c} AT TIME ZONE 'UTC',
+                        'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS {c}""").format(c=ident)
+                )
+            else:
+                select.append(ident)
+        condition, params = where.where()
+        order = [c for c in (order_by or []) if c in columns]
+        query = (
+            sql.SQL("SELECT {} FROM {}.{} WHERE ").format(
+                sql.SQL(", ").join(select), sql.Identifier(SCHEMA), sql.Identifier(table)
+            )
+            + condition
+        )
+        if order:
+            query += sql.SQL(" ORDER BY {}").format(sql.SQL(", ").join(map(sql.Identifier, order)))
+        inner = cur.mogrify(query.as_string(conn), params).decode()
+        buf = io.BytesIO()
+        cur.copy_expert(f"COPY ({inner}) TO STDOUT WITH (FORMAT csv, HEADER)", buf)
+    conn.rollback()  # read-only: end the implicit transaction
+    buf.seek(0)
+    arrow = pacsv.read_csv(
+        buf,
+        convert_options=pacsv.ConvertOptions(
+            column_types={n: _ARROW_TYPES.get(t, pa.string()) for n, t in columns.items()},
+            strings_can_be_null=True,
+            quoted_strings_can_be_null=False,
+            true_values=["t"],
+            false_values=["f"],
+        ),
+    )
+    frame = arrow.to_pandas(coerce_temporal_nanoseconds=True)
+    for name, typ in columns.items():
+        if typ == "JSONB":
+            frame[name] = frame[name].map(lambda v: None if v is None else json.loads(v))
+    return frame
