@@ -42,7 +42,7 @@ class YahooSource(PriceSource):
             yf.set_tz_cache_location(str(cache_dir))
 
     def fetch(self, tickers: Sequence[str], start: dt.date, end: dt.date) -> pd.DataFrame:
-        frames = [self._fetch_one(t, start, end) for t in tickers]
+        frames = [f for f in (self._fetch_one(t, start, end) for t in tickers) if len(f)]
         return conform(pd.concat(frames, ignore_index=True)) if frames else empty_prices()
 
     def _fetch_one(self, ticker: str, start: dt.date, end: dt.date) -> pd.DataFrame:
