@@ -14,13 +14,16 @@ from stock_assets.assets.ingestion import build_calendar_complete, build_raw_pri
 from stock_assets.partitions import trading_days_partitions
 from stock_assets.resources import MarketResource, PostgresResource
 from stock_assets.settings import Settings, load_settings
-from stock_assets.sources import source_from_settings
+from stock_assets.sources import PriceSource, source_from_settings
 from stock_assets.storage.io_manager import PostgresPandasIOManager
 
 
-def build_definitions(settings: Settings | None = None) -> Definitions:
+def build_definitions(
+    settings: Settings | None = None, source: PriceSource | None = None
+) -> Definitions:
+    """The whole graph from the settings; `source` overrides the configured price source."""
     settings = settings or load_settings()
-    source = source_from_settings(settings)
+    source = source or source_from_settings(settings)
     trading_days = trading_days_partitions(
         settings.start_date or source.default_start, settings.timezone
     )

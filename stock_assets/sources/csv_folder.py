@@ -51,8 +51,13 @@ def read_price_csv(path: Path) -> pd.DataFrame:
         raise SourceError(f"{path}: line 1: missing column(s) {', '.join(missing)}")
     if "adj_close" not in raw.columns:
         raw["adj_close"] = raw["close"]  # no adjustments known: adjusted = raw
-    raw["dividend"] = raw.get("dividend", "0").replace("", "0")
-    raw["split_ratio"] = raw.get("split_ratio", "1").replace({"": "1", "0": "1", "0.0": "1"})
+    if "dividend" not in raw.columns:
+        raw["dividend"] = "0"
+    if "split_ratio" not in raw.columns:
+        raw["split_ratio"] = "1"
+    raw["dividend"] = raw["dividend"].replace("", "0")
+    # Yahoo-style exports write 0 for "no split"; stored as the neutral ratio 1.
+    raw["split_ratio"] = raw["split_ratio"].replace({"": "1", "0": "1", "0.0": "1"})
     dates = pd.to_datetime(raw["trade_date"], format="%Y-%m-%d", errors="coerce")
     _fail_on_first(path, dates.isna(), raw["trade_date"], "is not an ISO date (YYYY-MM-DD)")
     raw["trade_date"] = dates
