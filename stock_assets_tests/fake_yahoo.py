@@ -66,9 +66,17 @@ class FakeYahoo:
         rows = self.prices[self.prices["ticker"] == ticker]
         if rows.empty:
             return FakeResponse(
-                {"chart": {"result": None, "error": {"code": "Not Found",
-                                                      "description": "No data found, symbol may be delisted"}}},
-                status_code=404, url=url,
+                {
+                    "chart": {
+                        "result": None,
+                        "error": {
+                            "code": "Not Found",
+                            "description": "No data found, symbol may be delisted",
+                        },
+                    }
+                },
+                status_code=404,
+                url=url,
             )
         if "period1" in params:
             if self.rate_limited > 0:
@@ -86,16 +94,25 @@ class FakeYahoo:
 
 def _chart(ticker: str, rows: pd.DataFrame, nan_bars: set) -> dict:
     meta = {
-        "currency": "USD", "symbol": ticker, "exchangeName": "NMS", "instrumentType": "EQUITY",
-        "gmtoffset": -18000, "timezone": "EST", "exchangeTimezoneName": "America/New_York",
-        "dataGranularity": "1d", "range": "", "priceHint": 2,
+        "currency": "USD",
+        "symbol": ticker,
+        "exchangeName": "NMS",
+        "instrumentType": "EQUITY",
+        "gmtoffset": -18000,
+        "timezone": "EST",
+        "exchangeTimezoneName": "America/New_York",
+        "dataGranularity": "1d",
+        "range": "",
+        "priceHint": 2,
         "validRanges": ["1d", "5d", "1mo", "3mo", "6mo", "1y", "2y", "5y", "10y", "ytd", "max"],
     }
     result: dict = {"meta": meta}
     if rows.empty:
         result["indicators"] = {"quote": [{}], "adjclose": [{}]}
         return {"chart": {"result": [result], "error": None}}
-    stamps = [int(dt.datetime.combine(d, dt.time(9, 30), NY).timestamp()) for d in rows["trade_date"]]
+    stamps = [
+        int(dt.datetime.combine(d, dt.time(9, 30), NY).timestamp()) for d in rows["trade_date"]
+    ]
     quote = {k: [] for k in ("open", "high", "low", "close", "volume")}
     adj = []
     for row in rows.itertuples(index=False):
@@ -105,9 +122,14 @@ def _chart(ticker: str, rows: pd.DataFrame, nan_bars: set) -> dict:
         quote["volume"].append(None if blank else int(row.volume))
         adj.append(None if blank else float(row.adj_close))
     splits = {
-        str(ts): {"date": ts, "numerator": float(r.split_ratio), "denominator": 1.0,
-                  "splitRatio": f"{r.split_ratio:g}:1"}
-        for ts, r in zip(stamps, rows.itertuples(index=False), strict=True) if r.split_ratio != 1.0
+        str(ts): {
+            "date": ts,
+            "numerator": float(r.split_ratio),
+            "denominator": 1.0,
+            "splitRatio": f"{r.split_ratio:g}:1",
+        }
+        for ts, r in zip(stamps, rows.itertuples(index=False), strict=True)
+        if r.split_ratio != 1.0
     }
     result.update(timestamp=stamps, indicators={"quote": [quote], "adjclose": [{"adjclose": adj}]})
     if splits:

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pandas as pd
 import psycopg2
-import pytest
 from dagster import AssetKey, DagsterInstance
 from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_END_TAG,
@@ -38,16 +37,23 @@ def _run(job, first: str, last: str | None = None, instance=None):
 
 
 def _checks(result) -> dict[str, tuple[bool, str]]:
-    return {e.check_name: (e.passed, e.severity.value) for e in result.get_asset_check_evaluations()}
+    return {
+        e.check_name: (e.passed, e.severity.value) for e in result.get_asset_check_evaluations()
+    }
 
 
 def test_backfill_with_holidays_writes_sessions_and_labels_closed_days(stocks_url):
     instance = DagsterInstance.ephemeral()
     result = _run(_job(SYN, "2023-12-01"), "2024-01-01", "2024-01-19", instance)
     assert result.success
-    assert query(stocks_url, "SELECT count(*), count(DISTINCT trade_date) FROM raw_prices") == [(3 * 13, 13)]
-    assert _checks(result) == {"ohlc_consistent": (True, "ERROR"), "price_jumps": (True, "WARN"),
-                               "calendar_complete": (True, "ERROR")}
+    assert query(stocks_url, "SELECT count(*), count(DISTINCT trade_date) FROM raw_prices") == [
+        (3 * 13, 13)
+    ]
+    assert _checks(result) == {
+        "ohlc_consistent": (True, "ERROR"),
+        "price_jumps": (True, "WARN"),
+        "calendar_complete": (True, "ERROR"),
+    }
     records = instance.fetch_materializations(AssetKey("raw_prices"), limit=100).records
     metadata = {r.partition_key: r.asset_materialization.metadata for r in records}
     assert len(metadata) == 15  # 15 weekdays, 13 sessions
@@ -64,7 +70,9 @@ def test_small_run_gets_a_chart(stocks_url):
     assert record.asset_materialization.metadata["price_chart"].value.startswith("![raw_prices")
 
 
-def test_one_ticker_missing_fails_the_partition_and_writes_nothing(stocks_url, monkeypatch, tmp_path):
+def test_one_ticker_missing_fails_the_partition_and_writes_nothing(
+    stocks_url, monkeypatch, tmp_path
+):
     truth = SYN.fetch(["SYN000", "SYN001"], SYN.start, SYN.end)
     fake = FakeYahoo(truth).install(monkeypatch)
     source = YahooSource(retries=0, cache_dir=tmp_path, sleep=lambda s: None)
@@ -76,7 +84,8 @@ def test_one_ticker_missing_fails_the_partition_and_writes_nothing(stocks_url, m
     failure = result.failure_data_for_node("raw_prices").error.to_string()
     assert "SYN001 on 2024-01-17" in failure
     assert query(stocks_url, "SELECT trade_date::text, count(*) FROM raw_prices GROUP BY 1") == [
-        ("2024-01-16", 2)]
+        ("2024-01-16", 2)
+    ]
 
 
 def _drop_raw_prices(url: str) -> None:
@@ -100,7 +109,9 @@ def test_real_split_passes_and_real_crash_warns(stocks_url, tmp_path):
     crash = _run(job, "2000-09-25", "2000-10-03")
     assert crash.success  # a warning does not fail the run
     assert _checks(crash)["price_jumps"] == (False, "WARN")
-    evaluation = next(e for e in crash.get_asset_check_evaluations() if e.check_name == "price_jumps")
+    evaluation = next(
+        e for e in crash.get_asset_check_evaluations() if e.check_name == "price_jumps"
+    )
     assert evaluation.metadata["genuine_moves"].value == 1
     assert "2000-09-29" in evaluation.metadata["jumps"].value
 
@@ -123,7 +134,9 @@ def test_injected_ohlc_violation_fails_its_check_and_blocks(stocks_url, tmp_path
     job = _job(_bad_csv(tmp_path, "2024-01-04,10,10.2,10,10.9,10.9,100\n"), "2024-01-02")
     result = _run(job, "2024-01-02", "2024-01-04")
     assert _checks(result)["ohlc_consistent"] == (False, "ERROR")
-    evaluation = next(e for e in result.get_asset_check_evaluations() if e.check_name == "ohlc_consistent")
+    evaluation = next(
+        e for e in result.get_asset_check_evaluations() if e.check_name == "ohlc_consistent"
+    )
     assert "high < max(open, close)" in evaluation.metadata["examples"].value
 
 
@@ -141,7 +154,9 @@ def test_calendar_gap_in_stored_history_fails_completeness(stocks_url):
     result = _run(job, "2024-01-16")
     passed, severity = _checks(result)["calendar_complete"]
     assert (passed, severity) == (False, "ERROR")
-    evaluation = next(e for e in result.get_asset_check_evaluations() if e.check_name == "calendar_complete")
+    evaluation = next(
+        e for e in result.get_asset_check_evaluations() if e.check_name == "calendar_complete"
+    )
     assert evaluation.metadata["missing_by_ticker"].value == {"SYN002": 1}
 
 

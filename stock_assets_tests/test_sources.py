@@ -7,7 +7,14 @@ import datetime as dt
 import pytest
 
 from stock_assets.calendars import sessions_between
-from stock_assets.sources import CsvSource, Regime, SampleSource, SourceError, Split, SyntheticSource
+from stock_assets.sources import (
+    CsvSource,
+    Regime,
+    SampleSource,
+    SourceError,
+    Split,
+    SyntheticSource,
+)
 
 
 def test_sample_is_the_real_sp500_and_nasdaq():
@@ -32,21 +39,36 @@ def test_sample_refuses_what_it_does_not_have(tickers, start, end, message):
 
 
 def test_synthetic_is_deterministic_and_range_independent():
-    source = SyntheticSource(seed=11, n_tickers=3, start=dt.date(2020, 1, 2), end=dt.date(2020, 12, 31))
+    source = SyntheticSource(
+        seed=11, n_tickers=3, start=dt.date(2020, 1, 2), end=dt.date(2020, 12, 31)
+    )
     full = source.fetch(source.default_tickers, source.start, source.end)
     assert len(full) == 3 * len(sessions_between(source.start, source.end))
-    again = SyntheticSource(seed=11, n_tickers=3, start=dt.date(2020, 1, 2), end=dt.date(2020, 12, 31))
+    again = SyntheticSource(
+        seed=11, n_tickers=3, start=dt.date(2020, 1, 2), end=dt.date(2020, 12, 31)
+    )
     part = again.fetch(["SYN001"], dt.date(2020, 6, 1), dt.date(2020, 6, 30))
-    same = full[(full.ticker == "SYN001") & (full.trade_date >= dt.date(2020, 6, 1))
-                & (full.trade_date <= dt.date(2020, 6, 30))]
+    same = full[
+        (full.ticker == "SYN001")
+        & (full.trade_date >= dt.date(2020, 6, 1))
+        & (full.trade_date <= dt.date(2020, 6, 30))
+    ]
     assert part["close"].tolist() == same["close"].tolist()
-    other = SyntheticSource(seed=12, n_tickers=3, start=dt.date(2020, 1, 2), end=dt.date(2020, 12, 31))
-    assert other.fetch(["SYN001"], dt.date(2020, 6, 1), dt.date(2020, 6, 30))["close"].tolist() != part["close"].tolist()
+    other = SyntheticSource(
+        seed=12, n_tickers=3, start=dt.date(2020, 1, 2), end=dt.date(2020, 12, 31)
+    )
+    assert (
+        other.fetch(["SYN001"], dt.date(2020, 6, 1), dt.date(2020, 6, 30))["close"].tolist()
+        != part["close"].tolist()
+    )
 
 
 def test_synthetic_regimes_and_splits():
     calm_then_wild = SyntheticSource(
-        seed=1, n_tickers=1, start=dt.date(2020, 1, 2), end=dt.date(2021, 12, 31),
+        seed=1,
+        n_tickers=1,
+        start=dt.date(2020, 1, 2),
+        end=dt.date(2021, 12, 31),
         regimes=(Regime(dt.date(2020, 1, 1), 0.0, 0.004), Regime(dt.date(2021, 1, 1), 0.0, 0.03)),
         splits=(Split("SYN000", dt.date(2020, 6, 15), 4.0),),
     )
@@ -66,17 +88,21 @@ def _write(path, text):
 
 
 def test_csv_reads_common_layouts(tmp_path):
-    _write(tmp_path / "AAA.csv",
-           "Date,Open,High,Low,Close,Adj Close,Volume\n2024-01-02,10,11,9,10.5,10.4,100\n"
-           "2024-01-03,10.5,12,10,11,10.9,200\n")
-    _write(tmp_path / "BBB.csv",
-           "date,open,high,low,close,volume\n2024-01-02,20,21,19,20.5,300\n2024-01-03,20,22,19,21,400\n")
+    _write(
+        tmp_path / "AAA.csv",
+        "Date,Open,High,Low,Close,Adj Close,Volume\n2024-01-02,10,11,9,10.5,10.4,100\n"
+        "2024-01-03,10.5,12,10,11,10.9,200\n",
+    )
+    _write(
+        tmp_path / "BBB.csv",
+        "date,open,high,low,close,volume\n2024-01-02,20,21,19,20.5,300\n2024-01-03,20,22,19,21,400\n",
+    )
     source = CsvSource(tmp_path)
     assert source.default_tickers == ("AAA", "BBB") and source.default_start == "2024-01-02"
     frame = source.fetch(["AAA", "BBB"], dt.date(2024, 1, 2), dt.date(2024, 1, 3))
     bbb = frame[frame.ticker == "BBB"]
     assert (bbb.adj_close == bbb.close).all() and frame.volume.tolist() == [100, 200, 300, 400]
-    with pytest.raises(SourceError, match="no file for ticker.*CCC"):
+    with pytest.raises(SourceError, match=r"no file for ticker.*CCC"):
         source.check(["CCC"], dt.date(2024, 1, 2), dt.date(2024, 1, 3))
     with pytest.raises(SourceError, match=r"outside what AAA.csv has"):
         source.check(["AAA"], dt.date(2024, 1, 2), dt.date(2024, 1, 4))
@@ -85,13 +111,22 @@ def test_csv_reads_common_layouts(tmp_path):
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("Date,Open,High,Low,Close,Volume\n2024-01-02,1,1,1,1,1\n02/01/2024,1,1,1,1,1\n",
-         r"BAD.csv: line 3: '02/01/2024' is not an ISO date"),
-        ("Date,Open,High,Low,Close,Volume\n2024-01-02,1,1,1,1,1\n2024-01-03,1,x,1,1,1\n",
-         r"BAD.csv: line 3: 'x' high is not a number"),
-        ("Date,Open,High,Close,Volume\n2024-01-02,1,1,1,1\n", r"BAD.csv: line 1: missing column\(s\) low"),
-        ("Date,Open,High,Low,Close,Volume\n2024-01-02,1,1,1,1,1\n2024-01-02,1,1,1,1,1\n",
-         r"BAD.csv: line 3: '2024-01-02' repeats a date"),
+        (
+            "Date,Open,High,Low,Close,Volume\n2024-01-02,1,1,1,1,1\n02/01/2024,1,1,1,1,1\n",
+            r"BAD.csv: line 3: '02/01/2024' is not an ISO date",
+        ),
+        (
+            "Date,Open,High,Low,Close,Volume\n2024-01-02,1,1,1,1,1\n2024-01-03,1,x,1,1,1\n",
+            r"BAD.csv: line 3: 'x' high is not a number",
+        ),
+        (
+            "Date,Open,High,Close,Volume\n2024-01-02,1,1,1,1\n",
+            r"BAD.csv: line 1: missing column\(s\) low",
+        ),
+        (
+            "Date,Open,High,Low,Close,Volume\n2024-01-02,1,1,1,1,1\n2024-01-02,1,1,1,1,1\n",
+            r"BAD.csv: line 3: '2024-01-02' repeats a date",
+        ),
     ],
 )
 def test_csv_errors_name_file_and_line(tmp_path, text, message):

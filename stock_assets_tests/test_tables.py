@@ -1,4 +1,4 @@
-"""Frames in Postgres tables: types round-trip, slices replace atomically, bad frames are refused."""
+"""Frames in Postgres tables: types round-trip, slices replace atomically, bad frames refused."""
 
 from __future__ import annotations
 
@@ -30,7 +30,9 @@ def _frame(days: list[dt.date], tickers=("A", "B"), value: float = 1.0) -> pd.Da
             "flag": np.arange(n) % 2 == 0,
             "note": ["x"] * n,
             "params": [{"a": 1, "b": [1.5, None]}] * n,
-            "created_at": pd.Series(pd.Timestamp("2026-11-26 12:00:00.123456", tz="UTC"), index=range(n)),
+            "created_at": pd.Series(
+                pd.Timestamp("2026-11-26 12:00:00.123456", tz="UTC"), index=range(n)
+            ),
         }
     )
 
@@ -58,8 +60,13 @@ def test_round_trip_keeps_types_and_values(conn):
     assert back.loc[2, "note"] == "" and back.loc[3, "note"] is None
     assert back["params"].iloc[0] == {"a": 1, "b": [1.5, None]}
     assert back["created_at"].iloc[0] == pd.Timestamp("2026-11-26 12:00:00.123456", tz="UTC")
-    types = dict(query(conn.dsn, "SELECT column_name, data_type FROM information_schema.columns "
-                                 "WHERE table_name = 't_rt'"))
+    types = dict(
+        query(
+            conn.dsn,
+            "SELECT column_name, data_type FROM information_schema.columns "
+            "WHERE table_name = 't_rt'",
+        )
+    )
     assert types["trade_date"] == "date" and types["params"] == "jsonb"
     assert types["created_at"] == "timestamp with time zone"
 
@@ -105,7 +112,9 @@ def test_rows_outside_the_partition_are_refused(conn):
 def test_key_slices_replace_only_their_keys(conn):
     frame = _frame(DAYS).assign(run=lambda f: np.where(f.index < 4, "r1", "r2"))
     replace_slice(conn, "t_keys", frame, Slice("run", keys=("r1", "r2")))
-    replace_slice(conn, "t_keys", frame[frame.run == "r1"].assign(close=5.0), Slice("run", keys=("r1",)))
+    replace_slice(
+        conn, "t_keys", frame[frame.run == "r1"].assign(close=5.0), Slice("run", keys=("r1",))
+    )
     back = read_slice(conn, "t_keys", Slice("run", keys=("r1",)))
     assert len(back) == 4 and (back["close"] == 5.0).all()
     assert len(read_slice(conn, "t_keys", Slice("run", keys=("r2",)))) == 6

@@ -12,7 +12,10 @@ from stock_assets.sources import SourceError, Split, SyntheticSource, YahooSourc
 from stock_assets_tests.fake_yahoo import FakeYahoo
 
 MARKET = SyntheticSource(
-    seed=3, tickers=("AAPL", "MSFT"), start=dt.date(2023, 12, 1), end=dt.date(2024, 2, 29),
+    seed=3,
+    tickers=("AAPL", "MSFT"),
+    start=dt.date(2023, 12, 1),
+    end=dt.date(2024, 2, 29),
     splits=(Split("AAPL", dt.date(2024, 1, 10), 2.0),),
 )
 TRUTH = MARKET.fetch(["AAPL", "MSFT"], MARKET.start, MARKET.end)
@@ -29,7 +32,9 @@ def yahoo(monkeypatch, tmp_path):
 def test_history_through_yfinance_matches_the_served_prices(yahoo):
     _, source, _ = yahoo
     got = source.fetch(["AAPL", "MSFT"], dt.date(2024, 1, 2), dt.date(2024, 1, 31))
-    want = TRUTH[(TRUTH.trade_date >= dt.date(2024, 1, 2)) & (TRUTH.trade_date <= dt.date(2024, 1, 31))]
+    want = TRUTH[
+        (TRUTH.trade_date >= dt.date(2024, 1, 2)) & (TRUTH.trade_date <= dt.date(2024, 1, 31))
+    ]
     got = got.sort_values(["ticker", "trade_date"], ignore_index=True)
     want = want.sort_values(["ticker", "trade_date"], ignore_index=True)
     assert got["trade_date"].tolist() == want["trade_date"].tolist()

