@@ -29,7 +29,10 @@ SETTINGS_DOC: dict[str, tuple[str, str]] = {
     "STOCK_ASSETS_SYNTHETIC_TICKERS": ("5", "Number of synthetic tickers (SYN000, SYN001, …)."),
     "STOCK_ASSETS_SYNTHETIC_START": ("2015-01-02", "First session of the synthetic market."),
     "STOCK_ASSETS_SYNTHETIC_END": ("2024-12-31", "Last session of the synthetic market."),
-    "STOCK_ASSETS_YF_RETRIES": ("4", "yfinance: attempts per ticker after an error or rate limit."),
+    "STOCK_ASSETS_YF_RETRIES": (
+        "4",
+        "yfinance: retries per ticker after an error or a rate limit.",
+    ),
     "STOCK_ASSETS_YF_BACKOFF": ("2.0", "yfinance: first back-off in seconds, doubled per retry."),
     "STOCK_ASSETS_CHART_MAX_PARTITIONS": (
         "5",
