@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import bench_home  # noqa: E402
+from _common import bench_home
 
 os.environ["STOCK_ASSETS_SOURCE"] = "sample"
 HOME = bench_home("backfill")
@@ -82,9 +82,8 @@ def main() -> None:
         assert result.success, name
         print(f"{name:<22}{timings[name]:8.1f} s")
     floor_s = timings["floor (empty asset)"]
-    print(
-        f"partitions per run      {sum(1 for k in ours.partitions_def.get_partition_keys() if START <= k <= END)} (of {n})"
-    )
+    in_run = sum(1 for k in ours.partitions_def.get_partition_keys() if START <= k <= END)
+    print(f"partitions per run      {in_run} (of {n})")
     for name in ("raw_prices", "raw_prices again"):
         print(f"{name} / floor   {timings[name] / floor_s:6.2f}×  (target ≤ 1.30×)")
 

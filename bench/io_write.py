@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import bench_home  # noqa: E402
+from _common import bench_home
 
 HOME = bench_home("io")
 
@@ -58,7 +58,8 @@ def main() -> None:
                 count = cur.fetchone()[0]
             conn.rollback()
             print(
-                f"IO manager {attempt:<16}{times[-1]:7.2f} s  {len(frame) / times[-1]:>10,.0f} rows/s"
+                f"IO manager {attempt:<16}{times[-1]:7.2f} s  "
+                f"{len(frame) / times[-1]:>10,.0f} rows/s"
                 f"  rows in table {count:,}"
             )
         with conn.cursor() as cur:
