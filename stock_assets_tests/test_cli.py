@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 BIN = Path(sys.executable).parent
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _sh(script: str, env: dict[str, str], timeout: int = 600) -> subprocess.CompletedProcess:
@@ -43,7 +42,7 @@ def test_env_then_dagster_cli_materializes_2018_idempotently(fresh_env):
     eval "$(stock-assets env)"
     eval "$(stock-assets env)"   # twice is harmless
     for i in 1 2; do
-      # no -m: pyproject's [tool.dagster] names the code location
+      # no -m, run outside the repository: the exported DAGSTER_MODULE_NAME names the code
       dagster asset materialize --select raw_prices --partition-range 2018-01-02...2018-12-31 \
         >/dev/null 2>&1
       {psql} "$STOCK_ASSETS_DB_URL" -At -c \

@@ -31,6 +31,8 @@ def tool_environment(settings: Settings, server: ServerUrl) -> dict[str, str]:
     return {
         "STOCK_ASSETS_HOME": str(settings.home),
         "DAGSTER_HOME": str(settings.dagster_home),
+        # `dagster asset materialize` takes its code location from -m or this variable only.
+        "DAGSTER_MODULE_NAME": "stock_assets.definitions",
         "STOCK_ASSETS_DAGSTER_PG_URL": server.for_db("dagster", driver="psycopg2"),
         "STOCK_ASSETS_DB_URL": server.for_db("stocks"),
         "MLFLOW_TRACKING_URI": server.for_db("mlflow", driver="psycopg2"),
