@@ -26,3 +26,24 @@ def price_chart_markdown(frame: pd.DataFrame, title: str) -> str:
     plt.close(fig)
     encoded = base64.b64encode(buf.getvalue()).decode()
     return f"![{title}](data:image/png;base64,{encoded})"
+
+
+def history_chart_markdown(values: list[float], title: str) -> str:
+    """Objective value per trial with the running best: Optuna's optimization history."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(6, 3), dpi=80)
+    ax.plot(range(len(values)), values, "o", label="trial")
+    if values:
+        ax.plot(range(len(values)), np.minimum.accumulate(values), "-", label="best so far")
+    ax.set_title(title)
+    ax.set_xlabel("trial")
+    ax.legend(loc="best", fontsize="small")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight")
+    plt.close(fig)
+    return f"![{title}](data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()})"

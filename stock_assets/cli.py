@@ -81,3 +81,81 @@ def demo(end: str) -> None:
         run_demo(end=end)
     except postgres.DatabaseUnavailable as exc:
         _fail(str(exc))
+
+
+@main.command("retrain", help="Add a dataset run and materialize the retraining group now.")
+@click.option(
+    "--cutoff",
+    type=click.DateTime(["%Y-%m-%d"]),
+    default=None,
+    help="Last session the run may read (default: newest in raw_prices).",
+)
+@click.option("--reason", default="manual", show_default=True)
+def retrain_cmd(cutoff, reason: str) -> None:
+    from dagster import DagsterInstance
+
+    from stock_assets.definitions import build_definitions
+    from stock_assets.retrain import retrain
+
+    settings = load_settings()
+    try:
+        prepare(settings)
+        outcome = retrain(
+            build_definitions(settings),
+            DagsterInstance.get(),
+            cutoff=cutoff.date() if cutoff else None,
+            reason=reason,
+        )
+    except (ValueError, postgres.DatabaseUnavailable) as exc:
+        _fail(str(exc))
+    click.echo(f"\ndataset run   {outcome.dataset_run_id}   (Dagster run {outcome.run_id})")
+    click.echo(f"candidate     version {outcome.candidate_version}")
+    if outcome.check_passed is not None:
+        verdict = "passed" if outcome.check_passed else "failed"
+        click.echo(f"beats_production {verdict}: {outcome.check_reason}")
+    click.echo(f"production -> version {outcome.production_version} ({outcome.production_kind})")
+    if not outcome.ok:
+        _fail(f"retraining failed in step(s) {', '.join(outcome.failed_steps)}")
+
+
+def _registry_conn():
+    from stock_assets.mlflow_resource import tracking_uri
+    from stock_assets.registry import configure
+    from stock_assets.resources import PostgresResource
+
+    settings = load_settings()
+    prepare(settings)
+    configure(tracking_uri(), settings.mlflow_artifacts)
+    return PostgresResource().connect()
+
+
+@main.command(help="Move the production alias to a registered version by hand.")
+@click.option("--version", "version", required=True)
+@click.option("--reason", default="manual promotion", show_default=True)
+def promote(version: str, reason: str) -> None:
+    from stock_assets.registry import move_alias
+    from stock_assets.settings import retraining_settings
+
+    name = retraining_settings()["model_name"]
+    with _registry_conn() as conn:
+        try:
+            previous = move_alias(conn, name, version, reason)
+        except Exception as exc:
+            _fail(f"cannot promote {name} version {version}: {exc}")
+    click.echo(f"production: {name} version {previous} -> {version}")
+
+
+@main.command(help="Move the production alias back to the version it replaced.")
+@click.option("--reason", default="rollback", show_default=True)
+def rollback(reason: str) -> None:
+    from stock_assets.registry import move_alias, rollback_target
+    from stock_assets.settings import retraining_settings
+
+    name = retraining_settings()["model_name"]
+    with _registry_conn() as conn:
+        try:
+            target = rollback_target(conn, name)
+            previous = move_alias(conn, name, target, reason)
+        except Exception as exc:
+            _fail(f"cannot roll back {name}: {exc}")
+    click.echo(f"production: {name} version {previous} -> {target}")

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 
-from dagster import TimeWindowPartitionsDefinition
+from dagster import DynamicPartitionsDefinition, TimeWindowPartitionsDefinition
 
 PARTITION_FMT = "%Y-%m-%d"
+
+# One per retraining, keyed by cutoff session: `2017-12-29`, then `2017-12-29.r2`.
+dataset_runs_partitions = DynamicPartitionsDefinition(name="dataset_runs")
 
 
 def trading_days_partitions(start: str, timezone: str) -> TimeWindowPartitionsDefinition:

@@ -39,6 +39,10 @@ class PostgresResource(ConfigurableResource):
     def url(self) -> str:
         return _ready(self.settings()).for_db(self.database)
 
+    def url_for_driver(self, driver: str) -> str:
+        """SQLAlchemy URL (e.g. `postgresql+psycopg2://…`) for Optuna and MLflow."""
+        return _ready(self.settings()).for_db(self.database, driver=driver)
+
     @contextmanager
     def connect(self) -> Iterator[Any]:
         conn = connect(self.url())

@@ -120,3 +120,38 @@ def load_settings() -> Settings:
         yf_backoff=_float("STOCK_ASSETS_YF_BACKOFF", 2.0),
         chart_max_partitions=_int("STOCK_ASSETS_CHART_MAX_PARTITIONS", 5),
     )
+
+
+RETRAINING_DOC: dict[str, tuple[str, str]] = {
+    "STOCK_ASSETS_MODEL_NAME": ("stock_forecaster", "Registered model name in MLflow."),
+    "STOCK_ASSETS_TRIALS": ("20", "Optuna trials per dataset run."),
+    "STOCK_ASSETS_TUNING_SECONDS": ("(none)", "Optional wall-clock budget of the tuning."),
+    "STOCK_ASSETS_MAX_EPOCHS": ("30", "Training epochs at most (early stopping ends sooner)."),
+    "STOCK_ASSETS_CORRELATION_THRESHOLD": (
+        "(none)",
+        "Drop features more correlated than this on the train split.",
+    ),
+    "STOCK_ASSETS_PROMOTION_MARGIN": (
+        "0.0",
+        "Candidate MAE must be below production MAE × (1 − margin).",
+    ),
+    "STOCK_ASSETS_MIN_COMMON_WINDOW": (
+        "20",
+        "Fewest sessions the promotion check may compare on.",
+    ),
+}
+SETTINGS_DOC.update(RETRAINING_DOC)
+
+
+def retraining_settings() -> dict:
+    threshold = _env("STOCK_ASSETS_CORRELATION_THRESHOLD")
+    seconds = _env("STOCK_ASSETS_TUNING_SECONDS")
+    return {
+        "model_name": _env("STOCK_ASSETS_MODEL_NAME") or "stock_forecaster",
+        "n_trials": _int("STOCK_ASSETS_TRIALS", 20),
+        "timeout_seconds": float(seconds) if seconds else None,
+        "max_epochs": _int("STOCK_ASSETS_MAX_EPOCHS", 30),
+        "correlation_threshold": float(threshold) if threshold else None,
+        "promotion_margin": _float("STOCK_ASSETS_PROMOTION_MARGIN", 0.0),
+        "min_common_window": _int("STOCK_ASSETS_MIN_COMMON_WINDOW", 20),
+    }

@@ -57,3 +57,26 @@ def stored_span(conn: Any) -> tuple[dt.date, dt.date] | None:
         first, last = cur.fetchone()
     conn.rollback()
     return None if first is None else (first, last)
+
+
+def prices_until(conn: Any, tickers: Sequence[str], cutoff: dt.date) -> pd.DataFrame:
+    """Every stored row of `tickers` up to and including `cutoff`, from each ticker's first."""
+    with conn.cursor() as cur:
+        if table_columns(cur, TABLE) is None:
+            conn.rollback()
+            raise LookupError("raw_prices is empty: materialize it first")
+        cur.execute(
+            f"""SELECT trade_date, ticker, open, high, low, close, adj_close, volume
+            FROM {TABLE} WHERE trade_date <= %s AND ticker = ANY(%s)
+            ORDER BY ticker, trade_date""",
+            (cutoff, list(tickers)),
+        )
+        rows = cur.fetchall()
+    conn.rollback()
+    frame = pd.DataFrame(
+        rows,
+        columns=["trade_date", "ticker", "open", "high", "low", "close", "adj_close", "volume"],
+    )
+    for col in ("open", "high", "low", "close", "adj_close", "volume"):
+        frame[col] = frame[col].astype(float)
+    return frame
