@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import bench_home  # noqa: E402
+from _common import bench_home
 
 HOME = bench_home("retrain")
 
@@ -33,6 +33,7 @@ from stock_assets.resources import PostgresResource  # noqa: E402
 from stock_assets.retrain import retrain  # noqa: E402
 from stock_assets.runtime.state import prepare  # noqa: E402
 from stock_assets.settings import load_settings  # noqa: E402
+from stock_assets.storage.tables import query_frame  # noqa: E402
 from stock_assets.training import TrainConfig, tensors, train  # noqa: E402
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -44,8 +45,7 @@ def rss_mib() -> float:
 
 def read(table: str, key: str) -> pd.DataFrame:
     with PostgresResource().connect() as conn:
-        return pd.read_sql_query(f"SELECT * FROM {table} WHERE dataset_run_id = %s", conn,
-                                 params=(key,))
+        return query_frame(conn, f"SELECT * FROM {table} WHERE dataset_run_id = %s", (key,))
 
 
 def bare_loop(model, x, y, batch_size: int, lr: float, epochs: int, seed: int) -> float:
@@ -74,16 +74,23 @@ def main() -> None:
     defs = build_definitions(settings)
     ingest = defs.resolve_job_def("ingest_prices").execute_in_process(
         instance=DagsterInstance.ephemeral(),
-        tags={ASSET_PARTITION_RANGE_START_TAG: "1999-01-04",
-              ASSET_PARTITION_RANGE_END_TAG: "2017-12-29"},
+        tags={
+            ASSET_PARTITION_RANGE_START_TAG: "1999-01-04",
+            ASSET_PARTITION_RANGE_END_TAG: "2017-12-29",
+        },
         run_config=QUIET,
     )
     assert ingest.success
     print(f"state {HOME}")
     rss_before = rss_mib()
     t0 = time.perf_counter()
-    outcome = retrain(defs, DagsterInstance.get(), cutoff=dt.date(2017, 12, 29),
-                      reason="benchmark", log_level="WARNING")
+    outcome = retrain(
+        defs,
+        DagsterInstance.get(),
+        cutoff=dt.date(2017, 12, 29),
+        reason="benchmark",
+        log_level="WARNING",
+    )
     wall = time.perf_counter() - t0
     key = outcome.dataset_run_id
     tuned = read("tuned_params", key).iloc[0]
@@ -97,8 +104,10 @@ def main() -> None:
     cols = ["mae", "rmse", "mape", "directional_accuracy", "skill"]
     print("\ncandidate test metrics (test window of the dataset run)")
     print(pd.DataFrame(metrics).T[cols].to_string(float_format=lambda v: f"{v:.4f}"))
-    extra = {k: metrics["model"][k] for k in
-             ("dm_pvalue_vs_naive", "coverage", "interval_width_pct", "naive_equivalent", "n")}
+    extra = {
+        k: metrics["model"][k]
+        for k in ("dm_pvalue_vs_naive", "coverage", "interval_width_pct", "naive_equivalent", "n")
+    }
     print(extra)
 
     # throughput: the project's loop vs a bare loop, same tensors, same model, same batches
@@ -116,11 +125,14 @@ def main() -> None:
     ours = result.epochs_run * len(ends_train) / (time.perf_counter() - t0)
     x, y = tensors(panel, ends_train, config.seq_len, scale)
     torch.manual_seed(config.seed)
-    model = Forecaster(len(features), len(params), config.hidden, config.layers, config.dropout,
-                       config.arch)
+    model = Forecaster(
+        len(features), len(params), config.hidden, config.layers, config.dropout, config.arch
+    )
     bare = bare_loop(model, x, y, config.batch_size, config.lr, 3, config.seed)
-    print(f"\ntraining throughput     project {ours:,.0f} windows/s (incl. validation), "
-          f"bare loop {bare:,.0f} windows/s → {ours / bare:.0%} (target ≥ 80 %)")
+    print(
+        f"\ntraining throughput     project {ours:,.0f} windows/s (incl. validation), "
+        f"bare loop {bare:,.0f} windows/s → {ours / bare:.0%} (target ≥ 80 %)"
+    )
     assert np.isfinite(ours)
 
 

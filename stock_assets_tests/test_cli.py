@@ -78,3 +78,46 @@ cur.execute('SELECT x FROM kept'); print('kept', cur.fetchone()[0])"
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
     assert "kept 42" in result.stdout
     assert "not running" in result.stdout and "embedded server running" in result.stdout
+
+
+def test_retrain_promote_rollback_from_the_command_line(fresh_env):
+    script = """
+    eval "$(stock-assets env)"
+    dagster asset materialize --select raw_prices --partition-range 2013-01-02...2017-12-29 \
+      >/dev/null 2>&1
+    STOCK_ASSETS_TRIALS=2 STOCK_ASSETS_MAX_EPOCHS=2 stock-assets retrain --cutoff 2017-12-29 \
+      --reason "cli test" 2>/dev/null | tail -4
+    python - <<'PY'
+from dagster import AssetKey, DagsterInstance
+from dagster._core.definitions.asset_checks.asset_check_spec import AssetCheckKey
+instance = DagsterInstance.get()
+key = AssetCheckKey(AssetKey("candidate_model"), "beats_production")
+record = instance.event_log_storage.get_latest_asset_check_execution_by_key([key])[key]
+print("check evaluation in the event log:", record.status.value)
+PY
+    """
+    result = _sh(script, fresh_env, timeout=900)
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    out = result.stdout
+    assert "dataset run   2017-12-29" in out
+    passed = "beats_production passed" in out
+    assert passed or "beats_production failed" in out
+    status = "SUCCEEDED" if passed else "FAILED"
+    assert f"check evaluation in the event log: {status}" in out
+    candidate = out.split("candidate     version ")[1].split()[0]
+    production = out.split("production -> version ")[1].split()[0]
+    # the alias points to the candidate exactly when the check passed, else to naive
+    assert (production == candidate) == passed
+    assert ("(naive)" in out) == (not passed)
+
+    moves = _sh(
+        f"""
+        eval "$(stock-assets env)"
+        stock-assets promote --version {candidate} --reason "cli promote" 2>/dev/null || true
+        stock-assets rollback 2>/dev/null
+        stock-assets promote --version 999 2>&1 | tail -1 || true
+        """,
+        fresh_env,
+    )
+    assert "production:" in moves.stdout
+    assert "cannot promote stock_forecaster version 999" in moves.stdout + moves.stderr

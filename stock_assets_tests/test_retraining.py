@@ -34,6 +34,7 @@ from stock_assets.runs import cutoff_of
 from stock_assets.settings import load_settings
 from stock_assets.sources import SyntheticSource
 from stock_assets.storage.prices import prices_until
+from stock_assets.storage.tables import query_frame
 
 SYN = SyntheticSource(seed=9, n_tickers=2, start=dt.date(2016, 1, 4), end=dt.date(2019, 12, 31))
 CUTOFF = dt.date(2019, 6, 28)
@@ -85,7 +86,7 @@ def _run(defs, instance, cutoff=CUTOFF):
 
 def _table(url: str, sql: str, params=()) -> pd.DataFrame:
     with psycopg2.connect(url) as conn:
-        return pd.read_sql_query(sql, conn, params=params)
+        return query_frame(conn, sql, params)
 
 
 def test_bootstrap_gives_naive_the_alias(market):

@@ -326,3 +326,13 @@ def read_slice(
         if typ == "JSONB":
             frame[name] = frame[name].map(lambda v: None if v is None else json.loads(v))
     return frame
+
+
+def query_frame(conn: Any, query: str, params: Sequence[Any] = ()) -> pd.DataFrame:
+    """A SELECT as a frame, through a plain DB-API cursor (pandas wants SQLAlchemy)."""
+    with conn.cursor() as cur:
+        cur.execute(query, params)
+        columns = [c.name for c in cur.description]
+        rows = cur.fetchall()
+    conn.rollback()
+    return pd.DataFrame(rows, columns=columns)
