@@ -92,7 +92,7 @@ def _retrain_and_report() -> None:
         DagsterInstance.get(),
         cutoff=dt.date.fromisoformat(DEMO_CUTOFF),
         reason="demo",
-        log_level="WARNING",
+        log_level="CRITICAL",  # a failed promotion check is an outcome, not a stack trace
     )
     click.echo(
         f"dataset run {outcome.dataset_run_id} in {time.monotonic() - t0:.1f}s; "
@@ -117,4 +117,5 @@ def _retrain_and_report() -> None:
         f"production alias -> version {outcome.production_version} ({outcome.production_kind})"
     )
     if not outcome.ok:
+        click.echo(f"retraining failed in {', '.join(outcome.failed_steps)}: see the Dagster UI")
         raise SystemExit(1)
