@@ -271,3 +271,31 @@ def test_unreachable_tracking_store_is_a_clear_error(tmp_path):
     with pytest.raises(RegistryError, match="MLflow tracking store unreachable"):
         configure(bad, tmp_path)
     configure(tracking_uri(), load_settings().mlflow_artifacts)  # leave MLflow as it was
+
+
+def test_tuning_objective_receives_no_calibration_or_test_rows(market, monkeypatch):
+    import stock_assets.tuning as tuning
+
+    seen: list = []
+    real_train = tuning.train
+
+    def recording_train(panel, train_ends, val_ends, *args, **kwargs):
+        seen.append((panel.dates, panel.dates[train_ends], panel.dates[val_ends]))
+        return real_train(panel, train_ends, val_ends, *args, **kwargs)
+
+    monkeypatch.setattr(tuning, "train", recording_train)
+    defs, instance, _ = _defs(market, promotion_margin=0.99)
+    outcome = _run(defs, instance)
+    _, _, url = market
+    splits = _table(
+        url,
+        "SELECT trade_date, split FROM processed_features "
+        "WHERE dataset_run_id = %s AND ticker = 'SYN000'",
+        (outcome.dataset_run_id,),
+    ).set_index("trade_date")["split"]
+    assert len(seen) == TINY["n_trials"]
+    for dates, train_days, val_days in seen:
+        assert set(splits.reindex(dates)) <= {"train", "gap", "validation"}
+        assert set(splits.reindex(train_days)) == {"train"}
+        assert set(splits.reindex(val_days)) == {"validation"}
+        assert dates.max() == splits[splits == "validation"].index.max()
