@@ -47,3 +47,26 @@ def history_chart_markdown(values: list[float], title: str) -> str:
     fig.savefig(buf, format="png", bbox_inches="tight")
     plt.close(fig)
     return f"![{title}](data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()})"
+
+
+def prediction_chart_markdown(rows: pd.DataFrame, title: str) -> str:
+    """Actual closes with predicted closes and their intervals, per ticker (last 60 sessions)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3), dpi=80)
+    for ticker, r in rows.sort_values("trade_date").groupby("ticker"):
+        r = r.tail(60)
+        days = pd.to_datetime(r["trade_date"])
+        ax.plot(days, r["actual_close"], "-", label=f"{ticker} actual")
+        ax.plot(days, r["predicted_close"], ".", label=f"{ticker} predicted")
+        ax.fill_between(days, r["lower"].astype(float), r["upper"].astype(float), alpha=0.2)
+    ax.set_title(title)
+    ax.legend(loc="best", fontsize="small")
+    fig.autofmt_xdate()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight")
+    plt.close(fig)
+    return f"![{title}](data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()})"

@@ -1,21 +1,37 @@
-"""The code location: assets, checks, jobs, schedules and resources, built from the settings."""
+"""The code location: assets, checks, jobs, schedules, sensors and resources, from the settings."""
 
 from dagster import (
     AssetSelection,
+    Backoff,
     DefaultScheduleStatus,
     Definitions,
+    RetryPolicy,
     RunRequest,
     ScheduleEvaluationContext,
+    SkipReason,
     define_asset_job,
     schedule,
 )
 
 from stock_assets.assets.ingestion import build_calendar_complete, build_raw_prices
+from stock_assets.assets.operations import OperationsConfig, build_operations
 from stock_assets.assets.retraining import RetrainingConfig, build_retraining
-from stock_assets.mlflow_resource import end_mlflow_on_run_finished, mlflow_tracking_managed
+from stock_assets.calendars import is_session
+from stock_assets.mlflow_resource import (
+    ModelRegistryResource,
+    end_mlflow_on_run_finished,
+    mlflow_tracking_managed,
+)
 from stock_assets.partitions import dataset_runs_partitions, trading_days_partitions
 from stock_assets.resources import MarketResource, PostgresResource
-from stock_assets.settings import Settings, load_settings, retraining_settings
+from stock_assets.retraining_policy import Thresholds
+from stock_assets.sensors import build_retraining_sensor
+from stock_assets.settings import (
+    Settings,
+    load_settings,
+    operations_settings,
+    retraining_settings,
+)
 from stock_assets.sources import PriceSource, source_from_settings
 from stock_assets.storage.io_manager import PostgresPandasIOManager
 
@@ -24,16 +40,29 @@ def build_definitions(
     settings: Settings | None = None,
     source: PriceSource | None = None,
     retraining: dict | None = None,
+    thresholds: Thresholds | None = None,
 ) -> Definitions:
-    """The whole graph from the settings; `source` overrides the configured price source."""
+    """The whole graph from the settings; arguments override the price source, the retraining
+    budget and the sensor's thresholds (tests, benchmarks)."""
     settings = settings or load_settings()
     source = source or source_from_settings(settings)
+    ops = operations_settings()
+    retraining = {**retraining_settings(), **(retraining or {})}
+    thresholds = (thresholds or Thresholds(**ops["thresholds"])).validate()
     trading_days = trading_days_partitions(
         settings.start_date or source.default_start, settings.timezone
     )
-    raw_prices = build_raw_prices(trading_days)
+    retry = None
+    if ops["ingest_retries"] > 0:  # late data: try again later, backing off
+        retry = RetryPolicy(
+            max_retries=ops["ingest_retries"],
+            delay=ops["ingest_retry_seconds"],
+            backoff=Backoff.EXPONENTIAL,
+        )
+    raw_prices = build_raw_prices(trading_days, retry)
     calendar_complete = build_calendar_complete(raw_prices)
     retraining_assets, retraining_checks = build_retraining(raw_prices)
+    operations_assets = build_operations(raw_prices, trading_days)
 
     ingest_job = define_asset_job(
         "ingest_prices",
@@ -41,19 +70,13 @@ def build_definitions(
         partitions_def=trading_days,
         description="Ingest raw prices for a session (or a range, in one run).",
     )
-
-    @schedule(
-        name="ingest_after_close",
-        job=ingest_job,
-        cron_schedule="30 18 * * 1-5",
-        execution_timezone=settings.timezone,
-        default_status=DefaultScheduleStatus.STOPPED,
-        description="Every weekday at 18:30 exchange time, ingest that day's partition.",
+    daily_job = define_asset_job(
+        "daily_operations",
+        selection=AssetSelection.groups("ingestion", "operations"),
+        partitions_def=trading_days,
+        description="raw_prices → daily_predictions → performance_log → JSON files for a "
+        "session (or a range, in one run).",
     )
-    def ingest_after_close(context: ScheduleEvaluationContext) -> RunRequest:
-        key = context.scheduled_execution_time.strftime("%Y-%m-%d")
-        return RunRequest(run_key=key, partition_key=key)
-
     retrain_job = define_asset_job(
         "retrain",
         selection=AssetSelection.groups("retraining"),
@@ -64,13 +87,30 @@ def build_definitions(
         "(beats_production) → production alias.",
     )
 
+    @schedule(
+        name="daily_after_close",
+        job=daily_job,
+        cron_schedule="30 18 * * 1-5",
+        execution_timezone=settings.timezone,
+        default_status=DefaultScheduleStatus.STOPPED,
+        description="Weekdays at 18:30 exchange time: that session's daily operations; "
+        "exchange holidays are skipped.",
+    )
+    def daily_after_close(context: ScheduleEvaluationContext):
+        day = context.scheduled_execution_time.date()
+        if not is_session(day, settings.exchange):
+            return SkipReason(f"{day} is not a {settings.exchange} session (holiday)")
+        key = day.isoformat()
+        return RunRequest(run_key=key, partition_key=key)
+
     stocks_db = PostgresResource(database="stocks")
     tickers = list(settings.tickers or source.default_tickers)
     return Definitions(
-        assets=[raw_prices, *retraining_assets],
+        assets=[raw_prices, *retraining_assets, *operations_assets],
         asset_checks=[calendar_complete, *retraining_checks],
-        jobs=[ingest_job, retrain_job],
-        schedules=[ingest_after_close],
+        jobs=[ingest_job, daily_job, retrain_job],
+        schedules=[daily_after_close],
+        sensors=[build_retraining_sensor(thresholds)],
         resources={
             "postgres_io": PostgresPandasIOManager(db=stocks_db),
             "stocks_db": stocks_db,
@@ -80,7 +120,11 @@ def build_definitions(
                 exchange=settings.exchange,
                 chart_max_partitions=settings.chart_max_partitions,
             ),
-            "retraining": RetrainingConfig(**(retraining or retraining_settings())),
+            "retraining": RetrainingConfig(**retraining),
+            "registry": ModelRegistryResource(model_name=retraining["model_name"]),
+            "operations": OperationsConfig(
+                rolling_window=ops["rolling_window"], export_dir=ops["export_dir"]
+            ),
             "mlflow": mlflow_tracking_managed,
         },
     )

@@ -74,13 +74,18 @@ def _check_tickers(bundle: Bundle, prices: pd.DataFrame) -> None:
         )
 
 
-def predict_from_prices(bundle: Bundle, net, prices: pd.DataFrame) -> pd.DataFrame:
-    """Predictions made after the close of every date the history allows."""
+def predict_from_prices(
+    bundle: Bundle, net, prices: pd.DataFrame, as_of: list[dt.date] | None = None
+) -> pd.DataFrame:
+    """Predictions made after the close of each date in `as_of` (default: every date the
+    history allows). Features always start at the frame's first row, as in training."""
     prices = _normalize(prices)
     _check_tickers(bundle, prices)
     closes = prices.set_index(["trade_date", "ticker"])["close"]
     if bundle.kind == NAIVE:
         frame = prices[["trade_date", "ticker"]].assign(predicted_return=0.0)
+        if as_of is not None:
+            frame = frame[frame["trade_date"].isin(set(as_of))]
     else:
         import torch
 
@@ -95,6 +100,16 @@ def predict_from_prices(bundle: Bundle, net, prices: pd.DataFrame) -> pd.DataFra
         scaled = apply_scalers(feats, bundle.scalers, bundle.features)
         panel = build_panel(scaled, bundle.features, bundle.tickers)
         ends = np.arange(bundle.seq_len - 1, len(panel.dates))
+        if as_of is not None:
+            wanted = set(as_of)
+            ends = ends[np.array([d in wanted for d in panel.dates[ends]], dtype=bool)]
+            short = sorted(wanted - set(panel.dates[ends]))
+            if short:
+                more = f" (and {len(short) - 1} more dates)" if len(short) > 1 else ""
+                raise ValueError(
+                    f"cannot predict as of {short[0]}{more}: the model needs "
+                    f"{bundle.history_needed()} sessions of history per ticker up to that day"
+                )
         if len(ends) == 0:
             raise ValueError(f"need at least {bundle.history_needed()} rows per ticker to predict")
         with torch.no_grad():

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 
 import mlflow
-from dagster import resource
+from dagster import ConfigurableResource, resource
 from dagster_mlflow import end_mlflow_on_run_finished
 from dagster_mlflow.resources import CONFIG_SCHEMA, MlFlow
 
@@ -18,7 +18,12 @@ from stock_assets.registry import EXPERIMENT, configure
 from stock_assets.runtime.postgres import ready_server
 from stock_assets.settings import load_settings
 
-__all__ = ["end_mlflow_on_run_finished", "mlflow_tracking_managed", "tracking_uri"]
+__all__ = [
+    "ModelRegistryResource",
+    "end_mlflow_on_run_finished",
+    "mlflow_tracking_managed",
+    "tracking_uri",
+]
 
 
 def tracking_uri() -> str:
@@ -44,3 +49,12 @@ def mlflow_tracking_managed(context):
 
 
 mlflow_tracking_managed = mlflow_tracking_managed.configured({"experiment_name": EXPERIMENT})
+
+
+class ModelRegistryResource(ConfigurableResource):
+    """Read access to the registry for serving: no MLflow run is opened."""
+
+    model_name: str = "stock_forecaster"
+
+    def setup(self) -> None:
+        configure(tracking_uri(), load_settings().mlflow_artifacts)

@@ -155,3 +155,44 @@ def retraining_settings() -> dict:
         "promotion_margin": _float("STOCK_ASSETS_PROMOTION_MARGIN", 0.0),
         "min_common_window": _int("STOCK_ASSETS_MIN_COMMON_WINDOW", 20),
     }
+
+
+OPERATIONS_DOC: dict[str, tuple[str, str]] = {
+    "STOCK_ASSETS_ROLLING_WINDOW": ("20", "Sessions in performance_log's rolling summary."),
+    "STOCK_ASSETS_EXPORT_DIR": ("$STOCK_ASSETS_HOME/predictions", "Folder of the JSON files."),
+    "STOCK_ASSETS_INGEST_RETRIES": ("3", "raw_prices retries when data arrives late."),
+    "STOCK_ASSETS_INGEST_RETRY_SECONDS": ("600", "First retry delay, doubled each time."),
+    "STOCK_ASSETS_SKILL_FLOOR": ("-0.05", "Retrain when rolling skill stays below this…"),
+    "STOCK_ASSETS_SKILL_SESSIONS": ("5", "…for this many consecutive sessions."),
+    "STOCK_ASSETS_MAPE_CEILING": ("3.0", "Retrain when rolling MAPE (%) exceeds this."),
+    "STOCK_ASSETS_COVERAGE_BAND": ("0.60,0.97", "Retrain when 80 % coverage leaves this band."),
+    "STOCK_ASSETS_STALE_SESSIONS": ("60", "Retrain when the newest dataset run is older."),
+    "STOCK_ASSETS_COOLDOWN_SESSIONS": ("10", "Sessions after a retraining cutoff before another."),
+    "STOCK_ASSETS_FIRST_MODEL_SESSIONS": (
+        "750",
+        "History needed before the first learned model is requested.",
+    ),
+}
+SETTINGS_DOC.update(OPERATIONS_DOC)
+
+
+def operations_settings() -> dict:
+    band = (_env("STOCK_ASSETS_COVERAGE_BAND") or "0.60,0.97").split(",")
+    if len(band) != 2:
+        raise ValueError(f"STOCK_ASSETS_COVERAGE_BAND must be 'low,high', got {band!r}")
+    return {
+        "rolling_window": _int("STOCK_ASSETS_ROLLING_WINDOW", 20),
+        "export_dir": _env("STOCK_ASSETS_EXPORT_DIR"),
+        "ingest_retries": _int("STOCK_ASSETS_INGEST_RETRIES", 3),
+        "ingest_retry_seconds": _int("STOCK_ASSETS_INGEST_RETRY_SECONDS", 600),
+        "thresholds": {
+            "skill_floor": _float("STOCK_ASSETS_SKILL_FLOOR", -0.05),
+            "skill_sessions": _int("STOCK_ASSETS_SKILL_SESSIONS", 5),
+            "mape_ceiling": _float("STOCK_ASSETS_MAPE_CEILING", 3.0),
+            "coverage_low": float(band[0]),
+            "coverage_high": float(band[1]),
+            "stale_sessions": _int("STOCK_ASSETS_STALE_SESSIONS", 60),
+            "cooldown_sessions": _int("STOCK_ASSETS_COOLDOWN_SESSIONS", 10),
+            "first_model_sessions": _int("STOCK_ASSETS_FIRST_MODEL_SESSIONS", 750),
+        },
+    }

@@ -14,6 +14,7 @@ os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "true")
 for _var in ("STOCK_ASSETS_POSTGRES_URL", "STOCK_ASSETS_TICKERS", "STOCK_ASSETS_START_DATE"):
     os.environ.pop(_var, None)
 os.environ["STOCK_ASSETS_SOURCE"] = "sample"
+os.environ["STOCK_ASSETS_INGEST_RETRIES"] = "0"  # a failing test must fail now, not retry
 
 
 @pytest.fixture(scope="session")

@@ -22,15 +22,26 @@ def test_session_partition_exists_after_its_close():
     assert "2018-12-22" not in keys and "2018-12-25" in keys  # weekend out, holiday in (empty)
 
 
-def test_schedule_at_1830_targets_that_days_partition():
+def _tick(day: dt.date):
     defs = build_definitions()
-    schedule = defs.resolve_schedule_def("ingest_after_close")
+    schedule = defs.resolve_schedule_def("daily_after_close")
     context = build_schedule_context(
-        scheduled_execution_time=dt.datetime(2018, 12, 31, 18, 30, tzinfo=NY),
+        scheduled_execution_time=dt.datetime.combine(day, dt.time(18, 30), NY),
         repository_def=defs.get_repository_def(),
     )
-    requests = list(schedule.evaluate_tick(context).run_requests or [])
+    return schedule.evaluate_tick(context)
+
+
+def test_schedule_at_1830_targets_that_days_partition():
+    requests = list(_tick(dt.date(2018, 12, 31)).run_requests or [])
     assert [r.partition_key for r in requests] == ["2018-12-31"]
+    assert requests[0].job_name in (None, "daily_operations")
+
+
+def test_schedule_skips_exchange_holidays():
+    result = _tick(dt.date(2018, 12, 25))
+    assert not result.run_requests
+    assert "2018-12-25 is not a XNYS session" in result.skip_message
 
 
 def test_calendar_matches_the_real_sample_sessions():

@@ -18,6 +18,7 @@ from dagster import (
     MetadataValue,
     Output,
     ResourceParam,
+    RetryPolicy,
     TimeWindowPartitionsDefinition,
     asset,
     asset_check,
@@ -43,12 +44,15 @@ def _table_md(frame: pd.DataFrame, limit: int = 20) -> MetadataValue:
     return MetadataValue.md("\n".join(lines))
 
 
-def build_raw_prices(partitions_def: TimeWindowPartitionsDefinition) -> AssetsDefinition:
+def build_raw_prices(
+    partitions_def: TimeWindowPartitionsDefinition, retry_policy: RetryPolicy | None = None
+) -> AssetsDefinition:
     @asset(
         name="raw_prices",
         group_name="ingestion",
         partitions_def=partitions_def,
         backfill_policy=BackfillPolicy.single_run(),
+        retry_policy=retry_policy,
         io_manager_key="postgres_io",
         metadata=RAW_PRICES_METADATA,
         kinds={"pandas", "postgres"},

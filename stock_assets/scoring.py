@@ -1,0 +1,93 @@
+"""Scoring predictions once their target session has closed, and the rolling summary the
+retraining sensor reads. Pure: pandas only."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+PERFORMANCE_COLUMNS: tuple[str, ...] = (
+    "trade_date",
+    "ticker",
+    "as_of_date",
+    "model_version",
+    "in_sample",
+    "last_close",
+    "predicted_close",
+    "lower",
+    "upper",
+    "actual_close",
+    "abs_error",
+    "pct_error",
+    "naive_abs_error",
+    "direction_hit",
+    "interval_hit",
+)
+
+
+def score(predictions: pd.DataFrame, actual: pd.DataFrame) -> pd.DataFrame:
+    """One row per prediction whose target_date has an actual close.
+
+    predictions: daily_predictions rows; actual: trade_date, ticker, close.
+    """
+    joined = predictions.merge(
+        actual.rename(columns={"trade_date": "target_date", "close": "actual_close"}),
+        on=["target_date", "ticker"],
+        how="inner",
+    )
+    err = joined["predicted_close"] - joined["actual_close"]
+    moved = joined["actual_close"] - joined["last_close"]
+    predicted_move = joined["predicted_close"] - joined["last_close"]
+    out = pd.DataFrame(
+        {
+            "trade_date": joined["target_date"],
+            "ticker": joined["ticker"],
+            "as_of_date": joined["as_of_date"],
+            "model_version": joined["model_version"].astype(str),
+            "in_sample": joined["in_sample"].astype(bool),
+            "last_close": joined["last_close"],
+            "predicted_close": joined["predicted_close"],
+            "lower": joined["lower"],
+            "upper": joined["upper"],
+            "actual_close": joined["actual_close"],
+            "abs_error": err.abs(),
+            "pct_error": (err.abs() / joined["actual_close"]) * 100,
+            "naive_abs_error": moved.abs(),
+            "direction_hit": (predicted_move > 0) == (moved > 0),
+            "interval_hit": (joined["actual_close"] >= joined["lower"])
+            & (joined["actual_close"] <= joined["upper"]),
+        }
+    )
+    return out[list(PERFORMANCE_COLUMNS)].sort_values(["trade_date", "ticker"], ignore_index=True)
+
+
+def rolling_summary(rows: pd.DataFrame, sessions: list) -> dict[str, float | int]:
+    """MAE, MAPE, directional accuracy, skill vs naive and coverage over the given sessions,
+    out-of-sample rows only (in-sample predictions never count)."""
+    window = rows[rows["trade_date"].isin(set(sessions)) & ~rows["in_sample"].astype(bool)]
+    n = len(window)
+    if n == 0:
+        return {"n": 0, "sessions": 0}
+    naive_mae = float(window["naive_abs_error"].mean())
+    mae = float(window["abs_error"].mean())
+    return {
+        "n": n,
+        "sessions": int(window["trade_date"].nunique()),
+        "mae": mae,
+        "mape": float(window["pct_error"].mean()),
+        "directional_accuracy": float(window["direction_hit"].mean()),
+        "skill": float(1 - mae / naive_mae) if naive_mae > 0 else 0.0,
+        "coverage": float(window["interval_hit"].mean()),
+    }
+
+
+def summaries_by_session(
+    rows: pd.DataFrame, sessions: list, all_sessions: list, window: int
+) -> dict:
+    """The rolling summary as of each session in `sessions` (a trailing `window` of sessions)."""
+    ordered = sorted(all_sessions)
+    position = {d: i for i, d in enumerate(ordered)}
+    out = {}
+    for day in sessions:
+        i = position[day]
+        out[day] = rolling_summary(rows, ordered[max(0, i - window + 1) : i + 1])
+    return out
