@@ -91,6 +91,12 @@ def predict_from_prices(
 
         from stock_assets.dataset import apply_scalers, build_panel
 
+        unknown = sorted(set(bundle.features) - set(FEATURES))
+        if unknown:
+            raise ValueError(
+                f"the model reads feature(s) {unknown} that this code does not compute: "
+                "its feature list does not match the data"
+            )
         feats = compute_features(prices)
         feats["close_adj"] = (
             prices.set_index(["trade_date", "ticker"])["adj_close"]

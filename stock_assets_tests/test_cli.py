@@ -48,10 +48,22 @@ def test_env_then_dagster_cli_materializes_2018_idempotently(fresh_env):
       {psql} "$STOCK_ASSETS_DB_URL" -At -c \
         "SELECT ticker, count(*) FROM raw_prices GROUP BY ticker ORDER BY ticker"
     done
+    dagster asset materialize --select daily_predictions,performance_log,prediction_exports \
+      --partition-range 2018-12-27...2018-12-31 >/dev/null 2>&1
+      {psql} "$STOCK_ASSETS_DB_URL" -At -c \
+        "SELECT as_of_date, target_date, count(*) FROM daily_predictions
+         WHERE as_of_date = '2018-12-31' GROUP BY 1, 2"
+      {psql} "$STOCK_ASSETS_DB_URL" -At -c \
+        "SELECT trade_date, as_of_date, count(*) FROM performance_log
+         WHERE trade_date = '2018-12-31' GROUP BY 1, 2"
     """
     result = _sh(script, fresh_env)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.split() == ["^GSPC|251", "^IXIC|251"] * 2
+    lines = result.stdout.split()
+    assert lines[:4] == ["^GSPC|251", "^IXIC|251"] * 2
+    # operations for 2018-12-31: predictions for the next session, 2019-01-02 (New Year's Day
+    # is a holiday), and the performance row of 2018-12-31 from the 2018-12-28 predictions
+    assert lines[4:] == ["2018-12-31|2019-01-02|2", "2018-12-31|2018-12-28|2"]
 
 
 def test_db_stop_keeps_data_and_start_is_idempotent(fresh_env):

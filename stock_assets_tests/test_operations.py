@@ -14,6 +14,7 @@ import pandas as pd
 import psycopg2
 import pytest
 from dagster import (
+    AssetKey,
     AssetMaterialization,
     DagsterInstance,
     SensorResult,
@@ -285,3 +286,49 @@ def test_in_sample_rows_never_count():
     assert summary["n"] == 2 and summary["mae"] == 2.0 and summary["skill"] == -1.0
     assert summary["coverage"] == 0.5
     assert np.isfinite(summary["mape"])
+
+
+def test_missing_raw_prices_session_is_named_and_nothing_written(wild):
+    defs, instance, _, url = wild
+    with psycopg2.connect(url) as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT * FROM raw_prices WHERE trade_date = '2019-07-30' AND ticker = 'SYN003'"
+        )
+        kept = cur.fetchone()
+        cur.execute("DELETE FROM raw_prices WHERE trade_date = '2019-07-30' AND ticker = 'SYN003'")
+    try:
+        result = defs.resolve_job_def("daily_operations").execute_in_process(
+            instance=instance,
+            partition_key="2019-07-31",
+            run_config=QUIET,
+            asset_selection=[AssetKey("daily_predictions")],
+            raise_on_error=False,
+        )
+        assert not result.success
+        message = result.failure_data_for_node("daily_predictions").error.to_string()
+        assert "SYN003 on 2019-07-30" in message
+    finally:
+        with psycopg2.connect(url) as conn, conn.cursor() as cur:
+            cur.execute(
+                "INSERT INTO raw_prices VALUES (" + ", ".join(["%s"] * len(kept)) + ")", kept
+            )
+    rows = query_frame(
+        psycopg2.connect(url),
+        "SELECT count(*) AS n FROM daily_predictions WHERE as_of_date = '2019-07-31'",
+    )
+    assert rows["n"].iloc[0] == 5  # the earlier predictions are still there, untouched
+
+
+def test_model_reading_unknown_features_is_a_clear_error():
+    from stock_assets.forecaster import Bundle, predict_from_prices
+
+    bundle = Bundle(
+        kind="lstm",
+        tickers=TICKERS,
+        half_width=0.01,
+        seq_len=5,
+        features=["ret_1", "sentiment_score"],
+    )
+    prices = _market(False).fetch(TICKERS, START, dt.date(2017, 1, 31))
+    with pytest.raises(ValueError, match=r"feature\(s\) \['sentiment_score'\]"):
+        predict_from_prices(bundle, None, prices)
