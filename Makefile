@@ -34,6 +34,7 @@ bench: install
 	$(BIN)/python bench/backfill_vs_floor.py
 	$(BIN)/python bench/io_write.py
 	$(BIN)/python bench/retrain_group.py
+	$(BIN)/python bench/daily_cycle.py
 
 # Rewrite the committed graph snapshot after a deliberate change to the asset graph.
 snapshot: install
