@@ -50,14 +50,16 @@ def history_chart_markdown(values: list[float], title: str) -> str:
 
 
 def prediction_chart_markdown(rows: pd.DataFrame, title: str) -> str:
-    """Actual closes with predicted closes and their intervals, per ticker (last 60 sessions)."""
+    """Actual closes with predicted closes and their intervals (last 60 sessions, at most
+    five tickers: a chart of 500 says nothing and costs seconds)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 3), dpi=80)
-    for ticker, r in rows.sort_values("trade_date").groupby("ticker"):
+    shown = sorted(rows["ticker"].unique())[:5]
+    for ticker, r in rows[rows["ticker"].isin(shown)].sort_values("trade_date").groupby("ticker"):
         r = r.tail(60)
         days = pd.to_datetime(r["trade_date"])
         ax.plot(days, r["actual_close"], "-", label=f"{ticker} actual")

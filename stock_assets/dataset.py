@@ -67,12 +67,12 @@ def apply_scalers(
     unknown = sorted(set(frame["ticker"]) - set(scalers))
     if unknown:
         raise ValueError(f"no scaler for ticker(s) {unknown}")
+    tickers = list(scalers)
+    stats = np.array([[scalers[t][f] for f in features] for t in tickers], dtype=float)
+    row = frame["ticker"].map({t: i for i, t in enumerate(tickers)}).to_numpy()
+    values = frame[list(features)].to_numpy(dtype=float)
     out = frame.copy()
-    for ticker, stats in scalers.items():
-        rows = out["ticker"] == ticker
-        for f in features:
-            mean, std = stats[f]
-            out.loc[rows, f] = (out.loc[rows, f] - mean) / std
+    out[list(features)] = (values - stats[row, :, 0]) / stats[row, :, 1]
     return out
 
 
