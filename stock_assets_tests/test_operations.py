@@ -332,3 +332,22 @@ def test_model_reading_unknown_features_is_a_clear_error():
     prices = _market(False).fetch(TICKERS, START, dt.date(2017, 1, 31))
     with pytest.raises(ValueError, match=r"feature\(s\) \['sentiment_score'\]"):
         predict_from_prices(bundle, None, prices)
+
+
+def test_unreachable_database_during_a_tick_is_a_clear_error(rules):
+    from stock_assets.runtime.postgres import DatabaseUnavailable
+
+    defs, instance = rules
+    instance.add_dynamic_partitions("dataset_runs", ["2019-07-01"])
+    sensor = defs.resolve_sensor_def("retraining_sensor")
+    dead = PostgresResource(postgres_url="postgresql://postgres:@/stocks?host=/nonexistent")
+    context = build_sensor_context(
+        instance=instance,
+        resources={
+            "stocks_db": dead,
+            "registry": defs.resources["registry"],
+            "market": defs.resources["market"],
+        },
+    )
+    with pytest.raises(DatabaseUnavailable, match="cannot connect to Postgres at"):
+        sensor(context)

@@ -299,3 +299,23 @@ def test_tuning_objective_receives_no_calibration_or_test_rows(market, monkeypat
         assert set(splits.reindex(train_days)) == {"train"}
         assert set(splits.reindex(val_days)) == {"validation"}
         assert dates.max() == splits[splits == "validation"].index.max()
+
+
+def test_serving_features_equal_stored_processed_features(market):
+    """What daily_predictions computes for day D (features from each ticker's first stored row
+    up to D) equals what processed_features stored for D, to 1e-9."""
+    from stock_assets.features import FEATURES, compute_features
+
+    defs, instance, _ = _defs(market, promotion_margin=0.99)
+    outcome = _run(defs, instance)
+    _, _, url = market
+    stored = _table(
+        url, "SELECT * FROM processed_features WHERE dataset_run_id = %s", (outcome.dataset_run_id,)
+    )
+    with PostgresResource().connect() as conn:
+        for day in (dt.date(2017, 3, 1), dt.date(2018, 11, 30), CUTOFF):
+            serving = compute_features(prices_until(conn, ["SYN000", "SYN001"], day))
+            a = serving[serving["trade_date"] == day].set_index("ticker")[list(FEATURES)]
+            b = stored[stored["trade_date"] == day].set_index("ticker")[list(FEATURES)]
+            assert len(a) == 2
+            pd.testing.assert_frame_equal(a.sort_index(), b.sort_index(), atol=1e-9, rtol=0)
