@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 
@@ -159,3 +160,29 @@ def rollback(reason: str) -> None:
         except Exception as exc:
             _fail(f"cannot roll back {name}: {exc}")
     click.echo(f"production: {name} version {previous} -> {target}")
+
+
+@main.command(help="Replay the production loop over [--start, --end], session by session.")
+@click.option("--start", type=click.DateTime(["%Y-%m-%d"]), required=True)
+@click.option("--end", type=click.DateTime(["%Y-%m-%d"]), required=True)
+@click.option(
+    "--home",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="State folder of the replay (default: replay-<start>-<end> beside the live state).",
+)
+@click.option("--in-place", is_flag=True, help="Replay into the current state (as the demo).")
+def replay(start, end, home: Path | None, in_place: bool) -> None:
+    from stock_assets.replay import ReplayError, format_summary, replay_into
+
+    if in_place and home is not None:
+        _fail("--in-place and --home exclude each other")
+    if home is not None and not home.expanduser().resolve().parent.is_dir():
+        _fail(f"--home {home}: its parent folder does not exist")
+    try:
+        summary = replay_into(start.date(), end.date(), home=home, in_place=in_place)
+    except KeyboardInterrupt:
+        _fail("replay interrupted: run the same command again to resume where it stopped")
+    except (ReplayError, postgres.DatabaseUnavailable) as exc:
+        _fail(str(exc))
+    click.echo(format_summary(summary))

@@ -59,6 +59,9 @@ class PolicyState:
 
     storage_id: int = 0
     low_skill_streak: int = 0
+    # the newest session scored so far: "now" for the age rules, so a replay over stored
+    # history never reads the future as the present
+    newest_session: str | None = None
 
     def to_cursor(self) -> str:
         return json.dumps(asdict(self))

@@ -73,6 +73,8 @@ def build_retraining_sensor(thresholds: Thresholds, job_name: str = "retrain") -
         reason, cutoff = None, None
         for record in records:
             state.storage_id = max(state.storage_id, record.storage_id)
+            if record.partition_key:
+                state.newest_session = max(state.newest_session or "", record.partition_key)
             metadata = record.asset_materialization.metadata
             summary = {
                 k.removeprefix("rolling_"): v.value
@@ -105,7 +107,7 @@ def build_retraining_sensor(thresholds: Thresholds, job_name: str = "retrain") -
             span = stored_span(conn)
         if span is None:
             return skip("raw_prices is empty")
-        newest = span[1]
+        newest = dt.date.fromisoformat(state.newest_session) if state.newest_session else span[1]
         if reason is None and not keys:
             registry.setup()
             current = production(registry.model_name)

@@ -6,6 +6,7 @@ environment and see the change. `SETTINGS_DOC` is the configuration reference th
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,10 @@ SETTINGS_DOC: dict[str, tuple[str, str]] = {
     "STOCK_ASSETS_SYNTHETIC_TICKERS": ("5", "Number of synthetic tickers (SYN000, SYN001, …)."),
     "STOCK_ASSETS_SYNTHETIC_START": ("2015-01-02", "First session of the synthetic market."),
     "STOCK_ASSETS_SYNTHETIC_END": ("2024-12-31", "Last session of the synthetic market."),
+    "STOCK_ASSETS_SYNTHETIC_REGIME": (
+        "(none)",
+        "Volatility regime changes, `YYYY-MM-DD:vol[,…]` (base volatility 0.012).",
+    ),
     "STOCK_ASSETS_YF_RETRIES": (
         "4",
         "yfinance: retries per ticker after an error or a rate limit.",
@@ -60,6 +65,7 @@ class Settings:
     synthetic_tickers: int
     synthetic_start: str
     synthetic_end: str
+    synthetic_regimes: tuple[tuple[str, float], ...]
     yf_retries: int
     yf_backoff: float
     chart_max_partitions: int
@@ -97,6 +103,21 @@ def _float(name: str, default: float) -> float:
         raise ValueError(f"{name} must be a number, got {raw!r}") from None
 
 
+def _regimes(raw: str | None) -> tuple[tuple[str, float], ...]:
+    if not raw:
+        return ()
+    out = []
+    for part in raw.split(","):
+        day, _, vol = part.strip().partition(":")
+        try:
+            out.append((str(dt.date.fromisoformat(day)), float(vol)))
+        except ValueError:
+            raise ValueError(
+                f"STOCK_ASSETS_SYNTHETIC_REGIME: {part!r} is not YYYY-MM-DD:volatility"
+            ) from None
+    return tuple(out)
+
+
 def load_settings() -> Settings:
     tickers_raw = _env("STOCK_ASSETS_TICKERS")
     tickers = None
@@ -116,6 +137,7 @@ def load_settings() -> Settings:
         synthetic_tickers=_int("STOCK_ASSETS_SYNTHETIC_TICKERS", 5),
         synthetic_start=_env("STOCK_ASSETS_SYNTHETIC_START") or "2015-01-02",
         synthetic_end=_env("STOCK_ASSETS_SYNTHETIC_END") or "2024-12-31",
+        synthetic_regimes=_regimes(_env("STOCK_ASSETS_SYNTHETIC_REGIME")),
         yf_retries=_int("STOCK_ASSETS_YF_RETRIES", 4),
         yf_backoff=_float("STOCK_ASSETS_YF_BACKOFF", 2.0),
         chart_max_partitions=_int("STOCK_ASSETS_CHART_MAX_PARTITIONS", 5),

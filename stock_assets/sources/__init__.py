@@ -40,6 +40,13 @@ def source_from_settings(settings: Settings) -> PriceSource:
             start=dt.date.fromisoformat(settings.synthetic_start),
             end=dt.date.fromisoformat(settings.synthetic_end),
             exchange=settings.exchange,
+            regimes=(
+                Regime(dt.date(1990, 1, 1), 0.0003, 0.012),
+                *(
+                    Regime(dt.date.fromisoformat(d), 0.0003, v)
+                    for d, v in settings.synthetic_regimes
+                ),
+            ),
         )
     if name == "csv":
         return CsvSource(settings.csv_dir)
