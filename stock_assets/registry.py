@@ -67,12 +67,14 @@ def configure(tracking_uri: str, artifact_root: Path) -> str:
         experiment = mlflow.get_experiment_by_name(EXPERIMENT)
         if experiment is None:
             artifact_root.mkdir(parents=True, exist_ok=True)
-            return mlflow.create_experiment(EXPERIMENT, artifact_location=artifact_root.as_uri())
+            mlflow.create_experiment(EXPERIMENT, artifact_location=artifact_root.as_uri())
+        # the active experiment: a run started anywhere (the naive bootstrap too) lands here,
+        # with artifacts under the state folder — never in ./mlruns of the working directory
+        return mlflow.set_experiment(EXPERIMENT).experiment_id
     except Exception as exc:
         raise RegistryError(
             f"MLflow tracking store unreachable at {redact(tracking_uri)}: {exc}"
         ) from exc
-    return experiment.experiment_id
 
 
 def log_forecaster(

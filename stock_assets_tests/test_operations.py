@@ -351,3 +351,18 @@ def test_unreachable_database_during_a_tick_is_a_clear_error(rules):
     )
     with pytest.raises(DatabaseUnavailable, match="cannot connect to Postgres at"):
         sensor(context)
+
+
+def test_naive_bootstrap_artifacts_live_under_the_state_folder(wild):
+    """The first prediction registers naive; its MLflow run and artifacts belong to the
+    platform's experiment under the state folder, not ./mlruns of the working directory."""
+    import mlflow
+
+    from stock_assets.registry import EXPERIMENT, production
+
+    _, _, name, _ = wild
+    current = production(name)
+    assert current is not None and current.kind == "naive"
+    run = mlflow.get_run(current.run_id)
+    assert mlflow.get_experiment(run.info.experiment_id).name == EXPERIMENT
+    assert run.info.artifact_uri.startswith(load_settings().mlflow_artifacts.as_uri())
