@@ -31,7 +31,7 @@ DEMO_THRESHOLDS = Thresholds(cooldown_sessions=20)
 
 
 def run_demo(end: str = "2018-12-31") -> None:
-    from stock_assets.replay import _run_range, format_summary, run_replay
+    from stock_assets.replay import format_summary, run_range, run_replay
     from stock_assets.retrain import retrain
 
     if os.environ.get("STOCK_ASSETS_SOURCE", "sample") != "sample":
@@ -56,7 +56,7 @@ def run_demo(end: str = "2018-12-31") -> None:
         span = stored_span(conn)
     if span is None or span[1] < before:
         click.echo(f"\n[1/3] backfilling raw_prices {first} … {before} in one run …")
-        _run_range(defs, instance, "ingest_prices", first, str(before))
+        run_range(defs, instance, "ingest_prices", first, str(before))
     else:
         click.echo(f"\n[1/3] raw_prices already holds {span[0]} … {span[1]}")
     phases["backfill raw_prices"] = time.monotonic() - t

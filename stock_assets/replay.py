@@ -65,7 +65,7 @@ def default_home(live_home: Path, start: dt.date, end: dt.date) -> Path:
     return live_home.parent / f"replay-{start}-{end}"
 
 
-def _run_range(defs: Definitions, instance: DagsterInstance, job: str, first: str, last: str):
+def run_range(defs: Definitions, instance: DagsterInstance, job: str, first: str, last: str):
     result = defs.resolve_job_def(job).execute_in_process(
         instance=instance,
         run_config=QUIET,
@@ -121,7 +121,7 @@ def run_replay(
         raise ReplayError(f"no history before {sessions[0]} (history starts {history_start})")
     if span is None or span[0] > history_start or span[1] < before:
         echo(f"backfilling raw_prices {history_start} … {before} in one run")
-        _run_range(defs, instance, "ingest_prices", str(history_start), str(before))
+        run_range(defs, instance, "ingest_prices", str(history_start), str(before))
     cursor = done["sensor_cursor"].iloc[-1] if len(done) else None
     sensor = defs.resolve_sensor_def("retraining_sensor")
     resources = {k: defs.resources[k] for k in ("stocks_db", "registry", "market")}
@@ -131,7 +131,7 @@ def run_replay(
     for i, day in enumerate(todo, start=len(sessions) - len(todo) + 1):
         elapsed = time.monotonic() - t0
         echo(f"[{i}/{len(sessions)}] {day}: daily operations   ({elapsed:5.0f}s)")
-        _run_range(defs, instance, "daily_operations", str(day), str(day))
+        run_range(defs, instance, "daily_operations", str(day), str(day))
         context = build_sensor_context(instance=instance, cursor=cursor, resources=resources)
         result = sensor(context)
         retraining, reason = None, None

@@ -59,7 +59,7 @@ def _seed_first_model(monkeypatch, home: Path, regime: bool) -> None:
     from dagster import DagsterInstance
 
     from stock_assets.definitions import build_definitions
-    from stock_assets.replay import _run_range
+    from stock_assets.replay import run_range
     from stock_assets.retrain import retrain
     from stock_assets.runtime.state import prepare
     from stock_assets.settings import load_settings
@@ -71,7 +71,7 @@ def _seed_first_model(monkeypatch, home: Path, regime: bool) -> None:
     prepare(settings)
     defs = build_definitions(settings, retraining=TINY)
     instance = DagsterInstance.get()
-    _run_range(defs, instance, "ingest_prices", "2016-01-04", "2019-05-17")
+    run_range(defs, instance, "ingest_prices", "2016-01-04", "2019-05-17")
     outcome = retrain(
         defs, instance, cutoff=dt.date(2019, 5, 17), reason="seed", log_level="CRITICAL"
     )
