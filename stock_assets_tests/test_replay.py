@@ -46,10 +46,9 @@ def isolated(pg_server, tmp_path, monkeypatch):
         monkeypatch.setenv(key, value)
     live = tmp_path / "live"
     monkeypatch.setenv("STOCK_ASSETS_HOME", str(live))
-    started: list[Path] = []
-    yield live, started
-    for home in [live, *started, *tmp_path.glob("replay-*")]:
-        embedded_stop(home / "pgdata")
+    yield live
+    for pgdata in tmp_path.glob("*/pgdata"):  # every state folder a test made here
+        embedded_stop(pgdata)
     os.environ.clear()
     os.environ.update(saved)
 
@@ -108,7 +107,7 @@ def test_stationary_span_does_not_retrain(isolated, monkeypatch, tmp_path):
 
 
 def test_default_replay_leaves_the_live_state_untouched(isolated, monkeypatch):
-    live, _ = isolated
+    live = isolated
     from stock_assets.runtime.state import prepare
     from stock_assets.settings import load_settings
 
