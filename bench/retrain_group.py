@@ -115,10 +115,8 @@ def main() -> None:
     scaled, features, params = _scaled(processed, scalers)
     config = TrainConfig(**tuned.params, max_epochs=3, patience=99)
     panel = build_panel(scaled, features, sorted(params))
-    split = scaled.drop_duplicates("trade_date").set_index("trade_date")["split"]
-    split = split.reindex(panel.dates).to_numpy()
-    ends_train, _ = panel.windows(config.seq_len, split == "train")
-    ends_val, _ = panel.windows(config.seq_len, split == "validation")
+    ends_train = panel.ends("train", config.seq_len)
+    ends_val = panel.ends("validation", config.seq_len)
     scale = float(scaled.loc[scaled.split == "train", "target"].std())
     t0 = time.perf_counter()
     result = train(panel, ends_train, ends_val, config, scale)

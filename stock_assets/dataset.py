@@ -85,6 +85,13 @@ class Panel:
     x: np.ndarray  # float32 [D, T, F]
     y: np.ndarray  # float32 [D, T] next-session log return (NaN where unknown)
     close: np.ndarray  # float64 [D, T] adjusted close on the date
+    split: np.ndarray | None = None  # split label per date, when the frame had one
+
+    def ends(self, split: str, seq_len: int) -> np.ndarray:
+        """Ends of full-history windows inside `split` whose targets are all known."""
+        assert self.split is not None, "this panel was built from a frame without splits"
+        ends, y = self.windows(seq_len, self.split == split)
+        return ends[~np.isnan(y).any(axis=1)]
 
     def windows(self, seq_len: int, end_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Indices of window ends allowed by `end_mask` with a full history, and their targets."""
@@ -127,7 +134,8 @@ def build_panel(
         else np.full((d, t), np.nan, np.float32)
     )
     close = frame["close_adj"].to_numpy(dtype=float).reshape(d, t)
-    return Panel(dates=dates, tickers=list(tickers), x=x, y=y, close=close)
+    split = frame["split"].to_numpy().reshape(d, t)[:, 0] if "split" in frame else None
+    return Panel(dates=dates, tickers=list(tickers), x=x, y=y, close=close, split=split)
 
 
 def select_features(

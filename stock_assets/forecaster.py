@@ -186,7 +186,3 @@ try:
 
 except ImportError:  # pragma: no cover - mlflow is a dependency
     pass
-
-
-def as_of(predictions: pd.DataFrame, day: dt.date) -> pd.DataFrame:
-    return predictions[predictions["as_of_date"] == day]

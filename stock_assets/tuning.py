@@ -50,13 +50,11 @@ def tuning_rows(frame: pd.DataFrame) -> pd.DataFrame:
 
 @dataclass
 class TuningData:
-    panel: Panel
-    split: np.ndarray  # split label per panel date
+    panel: Panel  # train, gap and validation dates only, with their split labels
     target_scale: float
 
     def ends(self, split: str, seq_len: int) -> np.ndarray:
-        ends, y = self.panel.windows(seq_len, self.split == split)
-        return ends[~np.isnan(y).any(axis=1)]
+        return self.panel.ends(split, seq_len)
 
 
 def tuning_data(frame: pd.DataFrame, features: list[str], tickers: list[str]) -> TuningData:
@@ -64,10 +62,8 @@ def tuning_data(frame: pd.DataFrame, features: list[str], tickers: list[str]) ->
     leaked = set(rows["split"]) - {"train", "validation", GAP}
     if leaked:
         raise AssertionError(f"tuning was handed {leaked} rows")
-    panel = build_panel(rows, features, tickers)
-    split = rows.drop_duplicates("trade_date").set_index("trade_date")["split"]
     train_y = rows.loc[rows["split"] == "train", "target"]
-    return TuningData(panel, split.reindex(panel.dates).to_numpy(), float(train_y.std()))
+    return TuningData(build_panel(rows, features, tickers), float(train_y.std()))
 
 
 def objective(

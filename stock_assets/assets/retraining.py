@@ -334,12 +334,9 @@ def build_retraining(raw_prices: AssetsDefinition) -> tuple[list[AssetsDefinitio
             seed=retraining.seed,
         )
         panel = build_panel(scaled, features, tickers)
-        split = scaled.drop_duplicates("trade_date").set_index("trade_date")["split"]
-        split = split.reindex(panel.dates).to_numpy()
 
         def ends(name: str) -> np.ndarray:
-            e, y = panel.windows(config.seq_len, split == name)
-            return e[~np.isnan(y).any(axis=1)]
+            return panel.ends(name, config.seq_len)
 
         train_rows = scaled[scaled["split"] == "train"]
         target_scale = float(train_rows["target"].std())
