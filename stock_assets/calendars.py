@@ -40,3 +40,13 @@ def previous_session(day: dt.date, exchange: str = "XNYS") -> dt.date | None:
     """The last session strictly before `day` (None before the calendar starts)."""
     back = sessions_between(day - dt.timedelta(days=14), day - dt.timedelta(days=1), exchange)
     return back[-1] if back else None
+
+
+def last_closed_session(now: dt.datetime, exchange: str = "XNYS") -> dt.date | None:
+    """The newest session whose close is at or before `now` (an aware datetime)."""
+    cal = _calendar(exchange)
+    moment = pd.Timestamp(now).tz_convert("UTC")
+    for day in reversed(sessions_between(moment.date() - dt.timedelta(days=14), moment.date())):
+        if cal.session_close(pd.Timestamp(day)) <= moment:
+            return day
+    return None

@@ -84,6 +84,37 @@ def demo(end: str) -> None:
         _fail(str(exc))
 
 
+@main.command(help="Serve the prediction API and dashboard (uvicorn) on the current state.")
+@click.option("--host", default=None, help="Bind address [STOCK_ASSETS_API_HOST, 127.0.0.1].")
+@click.option("--port", type=int, default=None, help="Port [STOCK_ASSETS_API_PORT, 8000].")
+@click.option("--log-level", default="info", show_default=True)
+def api(host: str | None, port: int | None, log_level: str) -> None:
+    import os
+
+    import uvicorn
+
+    try:
+        prepare(load_settings())  # the same state as every other command
+    except postgres.DatabaseUnavailable as exc:
+        _fail(str(exc))
+    host = host or os.environ.get("STOCK_ASSETS_API_HOST") or "127.0.0.1"
+    raw_port = os.environ.get("STOCK_ASSETS_API_PORT") or "8000"
+    try:
+        port = port or int(raw_port)
+    except ValueError:
+        _fail(f"STOCK_ASSETS_API_PORT must be a port number, got {raw_port!r}")
+    click.echo(f"dashboard  http://{host}:{port}/    API docs  http://{host}:{port}/docs")
+    uvicorn.run(
+        "api.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        log_level=log_level,
+        loop="uvloop",
+        http="httptools",
+    )
+
+
 @main.command("retrain", help="Add a dataset run and materialize the retraining group now.")
 @click.option(
     "--cutoff",

@@ -19,6 +19,7 @@ import pandas as pd
 from stock_assets.forecaster import NAIVE, Bundle
 from stock_assets.metrics import conformal_quantile
 from stock_assets.runtime.postgres import redact
+from stock_assets.storage.tables import note_write
 
 ALIAS = "production"
 DEFAULT_MODEL_NAME = "stock_forecaster"
@@ -189,6 +190,7 @@ def move_alias(
             "dataset_run_id, metrics, reason) VALUES (%s, %s, %s, %s, %s, %s)",
             (model_name, previous, version, dataset_run_id, json.dumps(metrics or {}), reason),
         )
+        note_write(cur, "model_promotions")
         try:
             client.set_registered_model_alias(model_name, ALIAS, version)
         except Exception:

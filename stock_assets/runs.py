@@ -6,6 +6,8 @@ import datetime as dt
 import re
 from typing import Any
 
+from stock_assets.storage.tables import note_write
+
 DDL = """
 CREATE TABLE IF NOT EXISTS dataset_runs (
     dataset_run_id TEXT PRIMARY KEY,
@@ -51,4 +53,5 @@ def record(conn: Any, key: str, reason: str, dagster_run_id: str | None) -> None
             "VALUES (%s, %s, %s, %s) ON CONFLICT (dataset_run_id) DO NOTHING",
             (key, cutoff_of(key), reason, dagster_run_id),
         )
+        note_write(cur, "dataset_runs")
     conn.commit()

@@ -43,6 +43,12 @@ SETTINGS_DOC: dict[str, tuple[str, str]] = {
         "5",
         "Attach price charts only to runs of at most this many partitions.",
     ),
+    "STOCK_ASSETS_API_HOST": ("127.0.0.1", "Address `stock-assets api` binds."),
+    "STOCK_ASSETS_API_PORT": ("8000", "Port of `stock-assets api`."),
+    "STOCK_ASSETS_API_DB_URL": (
+        "(the platform's `stocks` DB)",
+        "libpq URL the API reads through, e.g. a read-only role.",
+    ),
 }
 
 

@@ -24,6 +24,16 @@ from psycopg2 import sql
 SCHEMA = "public"
 
 
+WRITES_TABLE = "table_writes"
+_WRITES_DDL = """
+CREATE TABLE IF NOT EXISTS table_writes (
+    table_name TEXT PRIMARY KEY,
+    writes BIGINT NOT NULL,
+    written_at TIMESTAMPTZ NOT NULL DEFAULT now()
+)
+"""
+
+
 class SchemaMismatch(ValueError):
     """A frame's columns do not fit the stored table."""
 
@@ -243,6 +253,7 @@ def replace_slice(
                 + condition,
                 params,
             )
+            note_write(cur, table)
             if len(frame):
                 copy = sql.SQL("COPY {}.{} ({}) FROM STDIN WITH (FORMAT csv)").format(
                     sql.Identifier(SCHEMA),
@@ -261,6 +272,24 @@ def replace_slice(
         conn.rollback()
         raise
     return len(frame)
+
+
+def note_write(cur: Any, table: str) -> None:
+    """Count a write of `table` inside the writer's own transaction.
+
+    Readers (the API's cache) key on these counters: one tiny query tells them whether anything
+    changed, and a rolled-back write leaves the counter untouched.
+    """
+    cur.execute("SELECT to_regclass(%s) IS NOT NULL", (f"{SCHEMA}.{WRITES_TABLE}",))
+    if not cur.fetchone()[0]:
+        # first write ever: serialize the CREATE so two writers cannot race on the catalog
+        cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"stock_assets.{WRITES_TABLE}",))
+        cur.execute(_WRITES_DDL)
+    cur.execute(
+        "INSERT INTO table_writes (table_name, writes) VALUES (%s, 1) ON CONFLICT (table_name) "
+        "DO UPDATE SET writes = table_writes.writes + 1, written_at = now()",
+        (table,),
+    )
 
 
 _ARROW_TYPES = {

@@ -1,0 +1,106 @@
+"""The FastAPI application: routes, error bodies, the dashboard, and where its data lives.
+
+`create_app()` with no argument reads the environment `stock-assets env` / `stock-assets api`
+prepares; uvicorn can also start it as `api.app:create_app --factory`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+
+from api import routes
+from api.db import Database, DatabaseUnavailable, NotMaterialized
+from api.registry import RegistryReader, RegistryUnavailable
+from api.service import ApiConfig, Service
+
+STATIC = Path(__file__).parent / "static"
+log = logging.getLogger("stock_assets.api")
+
+
+def config_from_environment() -> ApiConfig:
+    """STOCK_ASSETS_API_DB_URL (e.g. a read-only role) wins over the platform's own URL."""
+    from stock_assets.settings import operations_settings, retraining_settings
+
+    url = os.environ.get("STOCK_ASSETS_API_DB_URL") or os.environ.get("STOCK_ASSETS_DB_URL")
+    if not url:
+        raise RuntimeError(
+            "no database URL: set STOCK_ASSETS_API_DB_URL, or start through `stock-assets api` "
+            "(which sets STOCK_ASSETS_DB_URL)"
+        )
+    return ApiConfig(
+        db_url=url,
+        tracking_uri=os.environ.get("MLFLOW_TRACKING_URI") or None,
+        model_name=retraining_settings()["model_name"],
+        exchange=os.environ.get("STOCK_ASSETS_EXCHANGE") or "XNYS",
+        rolling_window=operations_settings()["rolling_window"],
+    )
+
+
+def _problem(status: int, detail: str) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status_code=status)
+
+
+def create_app(config: ApiConfig | None = None) -> FastAPI:
+    config = config or config_from_environment()
+    db = Database(config.db_url, max_size=config.pool_size)
+    service = Service(config, db, RegistryReader(config.tracking_uri))
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await db.close()
+
+    app = FastAPI(
+        title="stock_assets",
+        summary="Daily stock predictions, their lineage, model performance and promotions.",
+        version="1.0.0",
+        lifespan=lifespan,
+    )
+    app.state.service = service
+
+    @app.exception_handler(DatabaseUnavailable)
+    async def database_unavailable(request: Request, exc: DatabaseUnavailable) -> JSONResponse:
+        log.warning("%s %s: %s", request.method, request.url.path, exc)
+        return _problem(503, str(exc))
+
+    @app.exception_handler(RegistryUnavailable)
+    async def registry_unavailable(request: Request, exc: RegistryUnavailable) -> JSONResponse:
+        log.warning("%s %s: %s", request.method, request.url.path, exc)
+        return _problem(503, f"the model registry is unavailable: {exc}")
+
+    @app.exception_handler(NotMaterialized)
+    async def not_materialized(request: Request, exc: NotMaterialized) -> JSONResponse:
+        return _problem(503, f"no data yet: {exc}")
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # One readable sentence per problem, naming the parameter.
+        problems = [
+            f"{'.'.join(str(p) for p in e['loc'] if p not in ('path', 'query'))}: {e['msg']}"
+            for e in exc.errors()
+        ]
+        return _problem(422, "; ".join(problems))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # Starlette re-raises after this, so the server logs the traceback; the client gets no
+        # internals.
+        return _problem(500, "internal server error (logged by the server)")
+
+    app.include_router(routes.router)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/", include_in_schema=False)
+    async def dashboard() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    return app

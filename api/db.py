@@ -1,0 +1,321 @@
+"""Read-only access to the `stocks` database through a pooled asyncpg connection pool.
+
+Every session the pool opens is read-only (`default_transaction_read_only`), so no code path of
+the API can write, whatever a query says. Connection-level failures become `DatabaseUnavailable`
+(the API answers 503); every other database error is left alone and ends as a logged 500.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+
+# Errors that say "the database cannot be used right now", not "this query is wrong".
+_UNAVAILABLE = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, cannot connect now
+    asyncpg.exceptions.InvalidAuthorizationSpecificationError,  # bad role or password
+    asyncpg.exceptions.InvalidCatalogNameError,  # no such database
+    asyncpg.exceptions.TooManyConnectionsError,
+)
+
+PREDICTION_COLUMNS = """
+    p.ticker, p.as_of_date, p.target_date, p.last_close, p.predicted_close, p.lower, p.upper,
+    p.predicted_return, p.model_name, p.model_version::text AS model_version,
+    p.mlflow_run_id, p.dataset_run_id, p.in_sample"""
+
+
+class DatabaseUnavailable(RuntimeError):
+    """The database cannot be reached, or refuses the API's connections."""
+
+
+class NotMaterialized(LookupError):
+    """A table the request needs has never been written: its asset was never materialized."""
+
+    def __init__(self, table: str) -> None:
+        super().__init__(f"table {table!r} does not exist yet: materialize its asset first")
+        self.table = table
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+def asyncpg_dsn(url: str) -> str:
+    """asyncpg takes libpq URLs, but not SQLAlchemy's `postgresql+driver://` spelling."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or not scheme.startswith(("postgresql", "postgres")):
+        raise ValueError(f"not a postgresql:// URL: {scheme}://…")
+    return "postgresql://" + rest
+
+
+class Database:
+    """A lazily opened pool: the API starts, and answers 503, while the database is down."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        max_size: int = 8,
+        timeout: float = 5.0,
+        statement_timeout_ms: int = 15_000,
+    ) -> None:
+        self._dsn = asyncpg_dsn(url)
+        self._max_size = max_size
+        self._timeout = timeout
+        self._statement_timeout_ms = statement_timeout_ms
+        self._pool: asyncpg.Pool | None = None
+        self._lock = asyncio.Lock()
+
+    async def _ensure_pool(self) -> asyncpg.Pool:
+        if self._pool is not None:
+            return self._pool
+        async with self._lock:
+            if self._pool is None:
+                self._pool = await asyncpg.create_pool(
+                    self._dsn,
+                    min_size=1,
+                    max_size=self._max_size,
+                    timeout=self._timeout,
+                    command_timeout=self._statement_timeout_ms / 1000 + 5,
+                    init=_init_connection,
+                    server_settings={
+                        "application_name": "stock_assets_api",
+                        "default_transaction_read_only": "on",
+                        "statement_timeout": str(self._statement_timeout_ms),
+                    },
+                )
+        return self._pool
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[asyncpg.Connection]:
+        try:
+            pool = await self._ensure_pool()
+            async with pool.acquire(timeout=self._timeout) as conn:
+                yield conn
+        except _UNAVAILABLE as exc:
+            raise DatabaseUnavailable(
+                f"the stocks database is unavailable: {type(exc).__name__}: {exc}".rstrip(": ")
+            ) from exc
+
+    # --- queries -------------------------------------------------------------------------------
+
+    async def write_counters(self) -> tuple[tuple[str, int], ...] | None:
+        """The IO manager's per-table write counters; None before the first write."""
+        async with self.connection() as conn:
+            try:
+                rows = await conn.fetch("SELECT table_name, writes FROM table_writes")
+            except asyncpg.UndefinedTableError:
+                return None
+        return tuple(sorted((r["table_name"], r["writes"]) for r in rows))
+
+    async def tables(self) -> set[str]:
+        async with self.connection() as conn:
+            rows = await conn.fetch(
+                "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'v')"
+            )
+        return {r["relname"] for r in rows}
+
+    async def _require(self, *names: str) -> set[str]:
+        present = await self.tables()
+        for name in names:
+            if name not in present:
+                raise NotMaterialized(name)
+        return present
+
+    async def newest_partitions(self) -> dict[str, dt.date | None]:
+        present = await self.tables()
+        out: dict[str, dt.date | None] = {"raw": None, "as_of": None, "target": None}
+        async with self.connection() as conn:
+            if "raw_prices" in present:
+                out["raw"] = await conn.fetchval("SELECT max(trade_date) FROM raw_prices")
+            if "daily_predictions" in present:
+                row = await conn.fetchrow(
+                    "SELECT max(as_of_date) AS as_of, max(target_date) AS target "
+                    "FROM daily_predictions"
+                )
+                out["as_of"], out["target"] = row["as_of"], row["target"]
+        return out
+
+    async def tickers(self) -> list[dict[str, Any]]:
+        await self._require("raw_prices")
+        async with self.connection() as conn:
+            rows = await conn.fetch(
+                "SELECT ticker, min(trade_date) AS first_session, max(trade_date) AS last_session, "
+                "count(*) AS sessions FROM raw_prices GROUP BY ticker ORDER BY ticker"
+            )
+        return [dict(r) for r in rows]
+
+    async def _predictions(
+        self, where: str, args: Sequence[Any], order: str, limit: str = "", distinct: str = ""
+    ) -> list[dict[str, Any]]:
+        present = await self._require("daily_predictions")
+        actual, join = "NULL::double precision AS actual_close", ""
+        if "performance_log" in present:
+            actual = "l.actual_close"
+            join = (
+                "LEFT JOIN performance_log l ON l.ticker = p.ticker "
+                "AND l.as_of_date = p.as_of_date AND l.trade_date = p.target_date"
+            )
+        query = (
+            f"SELECT {distinct} {PREDICTION_COLUMNS}, {actual} FROM daily_predictions p {join} "
+            f"WHERE {where} ORDER BY {order} {limit}"
+        )
+        async with self.connection() as conn:
+            rows = await conn.fetch(query, *args)
+        return [dict(r) for r in rows]
+
+    async def latest_predictions(self, ticker: str | None = None) -> list[dict[str, Any]]:
+        """Each ticker's newest prediction (tickers whose feed stopped keep their last one)."""
+        if ticker is None:
+            return await self._predictions(
+                "TRUE", (), "p.ticker, p.as_of_date DESC", distinct="DISTINCT ON (p.ticker)"
+            )
+        return await self._predictions(
+            "p.ticker = $1", (ticker,), "p.as_of_date DESC", limit="LIMIT 1"
+        )
+
+    async def predictions_for_target(self, target: dt.date) -> list[dict[str, Any]]:
+        return await self._predictions("p.target_date = $1", (target,), "p.ticker, p.as_of_date")
+
+    async def prediction(self, ticker: str, as_of: dt.date) -> dict[str, Any] | None:
+        rows = await self._predictions(
+            "p.ticker = $1 AND p.as_of_date = $2", (ticker, as_of), "p.as_of_date"
+        )
+        return rows[0] if rows else None
+
+    async def prediction_history(
+        self, ticker: str, start: dt.date, end: dt.date, offset: int, limit: int
+    ) -> tuple[int, list[dict[str, Any]]]:
+        await self._require("daily_predictions")
+        async with self.connection() as conn:
+            total = await conn.fetchval(
+                "SELECT count(*) FROM daily_predictions "
+                "WHERE ticker = $1 AND as_of_date BETWEEN $2 AND $3",
+                ticker,
+                start,
+                end,
+            )
+        rows = await self._predictions(
+            "p.ticker = $1 AND p.as_of_date BETWEEN $2 AND $3",
+            (ticker, start, end),
+            "p.as_of_date",
+            limit=f"LIMIT {int(limit)} OFFSET {int(offset)}",
+        )
+        return int(total), rows
+
+    async def newest_as_of(self, ticker: str) -> dt.date | None:
+        await self._require("daily_predictions")
+        async with self.connection() as conn:
+            return await conn.fetchval(
+                "SELECT max(as_of_date) FROM daily_predictions WHERE ticker = $1", ticker
+            )
+
+    async def prices(self, ticker: str, start: dt.date, end: dt.date) -> list[dict[str, Any]]:
+        await self._require("raw_prices")
+        async with self.connection() as conn:
+            rows = await conn.fetch(
+                "SELECT trade_date, open, high, low, close, volume::double precision AS volume "
+                "FROM raw_prices WHERE ticker = $1 AND trade_date BETWEEN $2 AND $3 "
+                "ORDER BY trade_date",
+                ticker,
+                start,
+                end,
+            )
+        return [dict(r) for r in rows]
+
+    async def raw_span(self, ticker: str, until: dt.date) -> dict[str, Any]:
+        await self._require("raw_prices")
+        async with self.connection() as conn:
+            row = await conn.fetchrow(
+                "SELECT min(trade_date) AS first, max(trade_date) AS last, count(*) AS count "
+                "FROM raw_prices WHERE ticker = $1 AND trade_date <= $2",
+                ticker,
+                until,
+            )
+        return dict(row)
+
+    async def performance(self, window: int, ticker: str | None) -> list[dict[str, Any]]:
+        """Out-of-sample scores over the newest `window` scored sessions: per ticker, and overall
+        (the row whose ticker is NULL)."""
+        await self._require("performance_log")
+        only = "AND ticker = $2" if ticker else ""
+        args: tuple[Any, ...] = (window, ticker) if ticker else (window,)
+        query = f"""
+            WITH sessions AS (
+                SELECT DISTINCT trade_date FROM performance_log
+                WHERE NOT in_sample {only} ORDER BY trade_date DESC LIMIT $1
+            )
+            SELECT ticker, count(*) AS predictions, min(trade_date) AS first_session,
+                   max(trade_date) AS last_session, avg(abs_error) AS mae,
+                   avg(pct_error) AS mape_pct, avg(naive_abs_error) AS naive_mae,
+                   avg(direction_hit::int) AS direction_accuracy,
+                   avg(interval_hit::int) AS coverage_80
+            FROM performance_log
+            WHERE NOT in_sample {only} AND trade_date IN (SELECT trade_date FROM sessions)
+            GROUP BY GROUPING SETS ((ticker), ())
+            ORDER BY ticker NULLS FIRST
+        """
+        async with self.connection() as conn:
+            rows = await conn.fetch(query, *args)
+        return [dict(r) for r in rows]
+
+    async def promotions(self, model_name: str) -> list[dict[str, Any]]:
+        await self._require("model_promotions")
+        async with self.connection() as conn:
+            rows = await conn.fetch(
+                "SELECT promoted_at, model_name, previous_version, new_version, dataset_run_id, "
+                "reason FROM model_promotions WHERE model_name = $1 ORDER BY id",
+                model_name,
+            )
+        return [dict(r) for r in rows]
+
+    async def promotion_of(self, model_name: str, version: str) -> dict[str, Any] | None:
+        present = await self.tables()
+        if "model_promotions" not in present:
+            return None
+        async with self.connection() as conn:
+            row = await conn.fetchrow(
+                "SELECT promoted_at, reason, metrics FROM model_promotions "
+                "WHERE model_name = $1 AND new_version = $2 ORDER BY id DESC LIMIT 1",
+                model_name,
+                version,
+            )
+            candidate = None
+            if "candidate_model" in present:
+                candidate = await conn.fetchrow(
+                    "SELECT metrics, kind FROM candidate_model "
+                    "WHERE model_name = $1 AND model_version::text = $2",
+                    model_name,
+                    version,
+                )
+        out = dict(row) if row else {}
+        if candidate is not None:
+            out["candidate_metrics"] = candidate["metrics"]
+        return out or None
+
+    async def dataset_run(self, key: str) -> dict[str, Any] | None:
+        present = await self.tables()
+        if "dataset_runs" not in present:
+            return None
+        async with self.connection() as conn:
+            row = await conn.fetchrow(
+                "SELECT dataset_run_id, cutoff, reason, created_at FROM dataset_runs "
+                "WHERE dataset_run_id = $1",
+                key,
+            )
+        return dict(row) if row else None

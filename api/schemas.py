@@ -1,0 +1,174 @@
+"""Response bodies of the API: what a client may rely on, and what /openapi.json documents."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from pydantic import BaseModel, Field
+
+# Caps on what one request may ask for: a bounded amount of work per request.
+MAX_RANGE_DAYS = 3660
+MAX_PAGE_SIZE = 1000
+MAX_WINDOW = 2520
+TICKER_PATTERN = r"^\^?[A-Za-z0-9][A-Za-z0-9.\-=]{0,14}$"
+
+
+class Problem(BaseModel):
+    """Every error body: what went wrong, in words a caller can act on."""
+
+    detail: str
+
+
+class Health(BaseModel):
+    status: str = Field(description="'ok', or 'stale' when predictions lag the last session")
+    database: bool
+    newest_raw_partition: dt.date | None
+    newest_prediction_partition: dt.date | None
+    newest_target_date: dt.date | None
+    last_session: dt.date | None = Field(description="newest session whose close has passed")
+    stale: bool
+    production_version: str | None
+    model_name: str
+
+
+class TickerInfo(BaseModel):
+    ticker: str
+    first_session: dt.date
+    last_session: dt.date
+    sessions: int
+
+
+class TickerList(BaseModel):
+    tickers: list[TickerInfo]
+
+
+class Prediction(BaseModel):
+    ticker: str
+    as_of_date: dt.date
+    target_date: dt.date
+    last_close: float
+    predicted_close: float
+    lower: float | None
+    upper: float | None
+    predicted_return: float | None
+    model_name: str
+    model_version: str
+    model_kind: str | None
+    mlflow_run_id: str | None
+    dataset_run_id: str | None
+    in_sample: bool
+    actual_close: float | None = Field(None, description="set once the target session closed")
+
+
+class PredictionList(BaseModel):
+    count: int
+    predictions: list[Prediction]
+
+
+class PredictionPage(BaseModel):
+    ticker: str
+    start: dt.date
+    end: dt.date
+    page: int
+    page_size: int
+    total: int
+    predictions: list[Prediction]
+
+
+class PriceBar(BaseModel):
+    trade_date: dt.date
+    open: float | None
+    high: float | None
+    low: float | None
+    close: float | None
+    volume: float | None
+
+
+class PriceHistory(BaseModel):
+    ticker: str
+    start: dt.date
+    end: dt.date
+    prices: list[PriceBar]
+
+
+class Scores(BaseModel):
+    """Out-of-sample scores over the window; skill = 1 - MAE / naive MAE."""
+
+    predictions: int
+    first_session: dt.date | None
+    last_session: dt.date | None
+    mae: float | None
+    mape_pct: float | None
+    naive_mae: float | None
+    skill: float | None
+    direction_accuracy: float | None
+    coverage_80: float | None
+
+
+class TickerScores(Scores):
+    ticker: str
+
+
+class Performance(BaseModel):
+    window_sessions: int
+    overall: Scores
+    tickers: list[TickerScores]
+
+
+class ProductionModel(BaseModel):
+    model_name: str
+    version: str
+    kind: str
+    mlflow_run_id: str | None
+    dataset_run_id: str | None
+    cutoff: dt.date | None
+    promoted_at: dt.datetime | None
+    promotion_reason: str | None
+    metrics: dict | None = Field(description="test metrics of the model, naive and always-up")
+
+
+class Promotion(BaseModel):
+    promoted_at: dt.datetime
+    model_name: str
+    previous_version: str | None
+    new_version: str
+    dataset_run_id: str | None
+    reason: str
+
+
+class PromotionList(BaseModel):
+    promotions: list[Promotion]
+
+
+class RawPartitions(BaseModel):
+    """The raw_prices partitions (sessions) the prediction's features were computed from."""
+
+    first: dt.date | None
+    last: dt.date | None
+    count: int
+
+
+class MlflowRun(BaseModel):
+    run_id: str
+    experiment_id: str | None
+    status: str | None
+    start_time: dt.datetime | None
+    artifact_uri: str | None
+
+
+class DatasetRun(BaseModel):
+    dataset_run_id: str
+    cutoff: dt.date
+    reason: str | None
+    created_at: dt.datetime | None
+
+
+class Lineage(BaseModel):
+    prediction: Prediction
+    model_name: str
+    model_version: str
+    model_kind: str | None
+    mlflow_run: MlflowRun | None
+    dataset_run: DatasetRun | None
+    cutoff: dt.date | None
+    raw_prices: RawPartitions

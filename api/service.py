@@ -1,0 +1,293 @@
+"""What each endpoint answers, built from the database and the registry; no HTTP here but the
+errors a caller can act on (404 for unknown things, 422 past a cap)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Awaitable, Callable, Hashable
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import HTTPException
+from pydantic import BaseModel
+
+from api import schemas
+from api.cache import VersionedCache
+from api.db import Database
+from api.registry import RegistryReader, RegistryUnavailable
+from stock_assets.calendars import last_closed_session
+
+DEFAULT_HISTORY_DAYS = 365
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    db_url: str
+    tracking_uri: str | None
+    model_name: str = "stock_forecaster"
+    exchange: str = "XNYS"
+    rolling_window: int = 20
+    pool_size: int = 8
+
+
+def not_found(detail: str) -> HTTPException:
+    return HTTPException(status_code=404, detail=detail)
+
+
+def check_range(start: dt.date, end: dt.date) -> None:
+    if start > end:
+        raise HTTPException(422, detail=f"start {start} is after end {end}")
+    days = (end - start).days
+    if days > schemas.MAX_RANGE_DAYS:
+        raise HTTPException(
+            422,
+            detail=f"date range {start} … {end} spans {days} days; "
+            f"the cap is {schemas.MAX_RANGE_DAYS} days",
+        )
+
+
+def _days_before(day: dt.date, days: int) -> dt.date:
+    return dt.date.min if day.toordinal() <= days else day - dt.timedelta(days=days)
+
+
+def _skill(mae: float | None, naive: float | None) -> float | None:
+    if mae is None or not naive:
+        return None
+    return 1.0 - mae / naive
+
+
+def _scores(row: dict[str, Any] | None) -> dict[str, Any]:
+    if row is None:
+        return {
+            "predictions": 0,
+            "first_session": None,
+            "last_session": None,
+            "mae": None,
+            "mape_pct": None,
+            "naive_mae": None,
+            "skill": None,
+            "direction_accuracy": None,
+            "coverage_80": None,
+        }
+    out = {k: row[k] for k in row if k != "ticker"}
+    out["skill"] = _skill(row["mae"], row["naive_mae"])
+    return out
+
+
+class Service:
+    def __init__(self, config: ApiConfig, db: Database, registry: RegistryReader) -> None:
+        self.config = config
+        self.db = db
+        self.registry = registry
+        self.cache = VersionedCache()
+        self._known: tuple[bytes, set[str]] = (b"", set())
+
+    async def cached(self, key: Hashable, build: Callable[[], Awaitable[BaseModel]]) -> bytes:
+        """The serialized answer for `key`, rebuilt only after the database was written."""
+        version = await self.db.write_counters()
+
+        async def compute() -> bytes:
+            return (await build()).model_dump_json().encode()
+
+        return await self.cache.get(key, version, compute)
+
+    # --- helpers -------------------------------------------------------------------------------
+
+    async def _known_ticker(self, ticker: str) -> None:
+        body = await self.cached(("tickers",), self._tickers)
+        if self._known[0] is not body:
+            parsed = schemas.TickerList.model_validate_json(body)
+            self._known = (body, {t.ticker for t in parsed.tickers})
+        if ticker not in self._known[1]:
+            raise not_found(f"unknown ticker {ticker!r}: it has no stored prices")
+
+    async def _with_kinds(self, rows: list[dict[str, Any]]) -> list[schemas.Prediction]:
+        kinds = await self.registry.kinds({(r["model_name"], r["model_version"]) for r in rows})
+        return [
+            schemas.Prediction(**r, model_kind=kinds.get((r["model_name"], r["model_version"])))
+            for r in rows
+        ]
+
+    # --- endpoints -----------------------------------------------------------------------------
+
+    async def health(self, now: dt.datetime) -> schemas.Health:
+        counters = await self.db.write_counters()  # DatabaseUnavailable → 503
+        newest = await self.db.newest_partitions()
+        try:
+            production = await self.registry.production(self.config.model_name, counters)
+        except RegistryUnavailable:
+            production = None
+        last = last_closed_session(now, self.config.exchange)
+        stale = newest["as_of"] is None or (last is not None and newest["as_of"] < last)
+        return schemas.Health(
+            status="stale" if stale else "ok",
+            database=True,
+            newest_raw_partition=newest["raw"],
+            newest_prediction_partition=newest["as_of"],
+            newest_target_date=newest["target"],
+            last_session=last,
+            stale=stale,
+            production_version=production.version if production else None,
+            model_name=self.config.model_name,
+        )
+
+    async def _tickers(self) -> schemas.TickerList:
+        return schemas.TickerList(
+            tickers=[schemas.TickerInfo(**r) for r in await self.db.tickers()]
+        )
+
+    async def tickers(self) -> bytes:
+        return await self.cached(("tickers",), self._tickers)
+
+    async def latest(self, ticker: str | None) -> bytes:
+        async def build() -> BaseModel:
+            if ticker is not None:
+                await self._known_ticker(ticker)
+            rows = await self.db.latest_predictions(ticker)
+            if ticker is not None and not rows:
+                raise not_found(f"ticker {ticker!r} has no predictions yet")
+            predictions = await self._with_kinds(rows)
+            if ticker is not None:
+                return predictions[0]
+            return schemas.PredictionList(count=len(predictions), predictions=predictions)
+
+        return await self.cached(("latest", ticker), build)
+
+    async def for_target(self, target: dt.date) -> bytes:
+        async def build() -> BaseModel:
+            rows = await self.db.predictions_for_target(target)
+            if not rows:
+                raise not_found(
+                    f"no predictions target {target}: not a session, or not predicted yet"
+                )
+            predictions = await self._with_kinds(rows)
+            return schemas.PredictionList(count=len(predictions), predictions=predictions)
+
+        return await self.cached(("target", target), build)
+
+    async def history(
+        self,
+        ticker: str,
+        start: dt.date | None,
+        end: dt.date | None,
+        page: int,
+        page_size: int,
+    ) -> bytes:
+        if start is not None and end is not None:
+            check_range(start, end)  # 422 before any database work
+
+        async def build() -> BaseModel:
+            await self._known_ticker(ticker)
+            last = end or await self.db.newest_as_of(ticker) or dt.date.today()
+            first = start or _days_before(last, DEFAULT_HISTORY_DAYS)
+            check_range(first, last)
+            total, rows = await self.db.prediction_history(
+                ticker, first, last, (page - 1) * page_size, page_size
+            )
+            return schemas.PredictionPage(
+                ticker=ticker,
+                start=first,
+                end=last,
+                page=page,
+                page_size=page_size,
+                total=total,
+                predictions=await self._with_kinds(rows),
+            )
+
+        return await self.cached(("history", ticker, start, end, page, page_size), build)
+
+    async def prices(self, ticker: str, start: dt.date | None, end: dt.date | None) -> bytes:
+        if start is not None and end is not None:
+            check_range(start, end)
+
+        async def build() -> BaseModel:
+            await self._known_ticker(ticker)
+            last = end or (await self.db.raw_span(ticker, dt.date.max))["last"]
+            first = start or _days_before(last, DEFAULT_HISTORY_DAYS)
+            check_range(first, last)
+            rows = await self.db.prices(ticker, first, last)
+            return schemas.PriceHistory(
+                ticker=ticker, start=first, end=last, prices=[schemas.PriceBar(**r) for r in rows]
+            )
+
+        return await self.cached(("prices", ticker, start, end), build)
+
+    async def performance(self, window: int | None, ticker: str | None) -> bytes:
+        window = window or self.config.rolling_window
+
+        async def build() -> BaseModel:
+            if ticker is not None:
+                await self._known_ticker(ticker)
+            rows = await self.db.performance(window, ticker)
+            overall = next((r for r in rows if r["ticker"] is None), None)
+            return schemas.Performance(
+                window_sessions=window,
+                overall=schemas.Scores(**_scores(overall)),
+                tickers=[
+                    schemas.TickerScores(ticker=r["ticker"], **_scores(r))
+                    for r in rows
+                    if r["ticker"] is not None
+                ],
+            )
+
+        return await self.cached(("performance", window, ticker), build)
+
+    async def production(self) -> bytes:
+        name = self.config.model_name
+
+        async def build() -> BaseModel:
+            counters = await self.db.write_counters()
+            info = await self.registry.production(name, counters)
+            if info is None:
+                raise not_found(f"no version of model {name!r} holds the alias 'production'")
+            promotion = await self.db.promotion_of(name, info.version) or {}
+            metrics = promotion.get("candidate_metrics") or promotion.get("metrics") or None
+            return schemas.ProductionModel(
+                model_name=name,
+                version=info.version,
+                kind=info.kind or "unknown",
+                mlflow_run_id=info.run_id,
+                dataset_run_id=info.dataset_run_id,
+                cutoff=dt.date.fromisoformat(info.cutoff) if info.cutoff else None,
+                promoted_at=promotion.get("promoted_at"),
+                promotion_reason=promotion.get("reason"),
+                metrics=metrics,
+            )
+
+        return await self.cached(("production",), build)
+
+    async def promotions(self) -> bytes:
+        async def build() -> BaseModel:
+            rows = await self.db.promotions(self.config.model_name)
+            return schemas.PromotionList(promotions=[schemas.Promotion(**r) for r in rows])
+
+        return await self.cached(("promotions",), build)
+
+    async def lineage(self, ticker: str, as_of: dt.date) -> bytes:
+        async def build() -> BaseModel:
+            await self._known_ticker(ticker)
+            row = await self.db.prediction(ticker, as_of)
+            if row is None:
+                raise not_found(f"no prediction for {ticker!r} as of {as_of}")
+            (prediction,) = await self._with_kinds([row])
+            version = await self.registry.version(row["model_name"], row["model_version"])
+            run_id = row["mlflow_run_id"] or (version.run_id if version else None)
+            run = await self.registry.run(run_id) if run_id else None
+            dataset = (
+                await self.db.dataset_run(row["dataset_run_id"]) if row["dataset_run_id"] else None
+            )
+            cutoff = dataset["cutoff"] if dataset else None
+            if cutoff is None and version is not None and version.cutoff:
+                cutoff = dt.date.fromisoformat(version.cutoff)
+            return schemas.Lineage(
+                prediction=prediction,
+                model_name=row["model_name"],
+                model_version=row["model_version"],
+                model_kind=prediction.model_kind,
+                mlflow_run=schemas.MlflowRun(**run) if run else None,
+                dataset_run=schemas.DatasetRun(**dataset) if dataset else None,
+                cutoff=cutoff,
+                raw_prices=schemas.RawPartitions(**await self.db.raw_span(ticker, as_of)),
+            )
+
+        return await self.cached(("lineage", ticker, as_of), build)
