@@ -6,6 +6,7 @@ prepares; uvicorn can also start it as `api.app:create_app --factory`.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -56,7 +57,10 @@ def create_app(config: ApiConfig | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # MLflow's import and store set-up take a second: pay it now, not on the first request
+        warm = asyncio.create_task(service.registry.warm_up())
         yield
+        warm.cancel()
         await db.close()
 
     app = FastAPI(

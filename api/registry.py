@@ -10,6 +10,7 @@ promotion was written (the caller passes its write counters as `version_key`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import os
 import time
@@ -83,6 +84,11 @@ class RegistryReader:
             if isinstance(exc, MlflowException | OSError) or "OperationalError" in repr(exc):
                 raise RegistryUnavailable(f"MLflow registry error: {exc}") from exc
             raise
+
+    async def warm_up(self) -> None:
+        """Open the client ahead of the first request; a failure is reported when one comes."""
+        with contextlib.suppress(Exception):
+            await self._call(lambda c: None)
 
     async def production(self, model_name: str, version_key: Any) -> VersionInfo | None:
         cached = self._alias.get(model_name)

@@ -21,15 +21,16 @@ Ticker = Annotated[
         examples=["AAPL"],
     ),
 ]
-Start = Annotated[dt.date | None, Query(description="First as-of date, inclusive")]
-End = Annotated[dt.date | None, Query(description="Last as-of date, inclusive")]
+Start = Annotated[schemas.IsoDate | None, Query(description="First date, inclusive")]
+End = Annotated[schemas.IsoDate | None, Query(description="Last date, inclusive")]
 
+# Declaring 422 here also replaces FastAPI's default (list-shaped) validation body in the docs.
 _PROBLEMS = {
+    422: {"model": schemas.Problem, "description": "Malformed parameter or cap exceeded"},
     503: {"model": schemas.Problem, "description": "Database or registry unavailable"},
     500: {"model": schemas.Problem, "description": "Unexpected error (logged by the server)"},
 }
 _404 = {404: {"model": schemas.Problem, "description": "Unknown ticker, date or model"}}
-_422 = {422: {"model": schemas.Problem, "description": "Malformed parameter or cap exceeded"}}
 
 router = APIRouter(responses=_PROBLEMS)
 
@@ -79,7 +80,7 @@ async def latest_prediction(request: Request, ticker: Ticker) -> Response:
     responses=_404,
     tags=["predictions"],
 )
-async def predictions_for_target(request: Request, target_date: dt.date) -> Response:
+async def predictions_for_target(request: Request, target_date: schemas.IsoDate) -> Response:
     """Every prediction made for one target session (YYYY-MM-DD)."""
     return _json(await _service(request).for_target(target_date))
 
@@ -87,7 +88,7 @@ async def predictions_for_target(request: Request, target_date: dt.date) -> Resp
 @router.get(
     "/tickers/{ticker}/predictions",
     response_model=schemas.PredictionPage,
-    responses={**_404, **_422},
+    responses=_404,
     tags=["predictions"],
 )
 async def prediction_history(
@@ -106,7 +107,7 @@ async def prediction_history(
 @router.get(
     "/tickers/{ticker}/prices",
     response_model=schemas.PriceHistory,
-    responses={**_404, **_422},
+    responses=_404,
     tags=["prices"],
 )
 async def prices(
@@ -119,7 +120,7 @@ async def prices(
 @router.get(
     "/performance",
     response_model=schemas.Performance,
-    responses={**_404, **_422},
+    responses=_404,
     tags=["models"],
 )
 async def performance(
@@ -158,7 +159,7 @@ async def promotions(request: Request) -> Response:
     responses=_404,
     tags=["predictions"],
 )
-async def lineage(request: Request, ticker: Ticker, as_of_date: dt.date) -> Response:
+async def lineage(request: Request, ticker: Ticker, as_of_date: schemas.IsoDate) -> Response:
     """Where one prediction came from: model version → MLflow run → dataset run → cutoff → the
     raw_prices partitions its features were computed from."""
     return _json(await _service(request).lineage(ticker.upper(), as_of_date))

@@ -3,14 +3,29 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
+from typing import Annotated, Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, Field
 
 # Caps on what one request may ask for: a bounded amount of work per request.
 MAX_RANGE_DAYS = 3660
 MAX_PAGE_SIZE = 1000
 MAX_WINDOW = 2520
 TICKER_PATTERN = r"^\^?[A-Za-z0-9][A-Za-z0-9.\-=]{0,14}$"
+
+
+_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def _iso_date(value: Any) -> Any:
+    # pydantic's lax mode reads "0" or "1700000000" as Unix times; a date here is YYYY-MM-DD only
+    if isinstance(value, str) and not _ISO_DATE.match(value):
+        raise ValueError(f"{value[:40]!r} is not a date as YYYY-MM-DD")
+    return value
+
+
+IsoDate = Annotated[dt.date, BeforeValidator(_iso_date)]
 
 
 class Problem(BaseModel):

@@ -102,7 +102,7 @@ def run_demo(end: str = "2018-12-31") -> None:
         "# UI on http://127.0.0.1:3000\n"
         f'  .venv/bin/mlflow ui --backend-store-uri "{env["MLFLOW_TRACKING_URI"]}"\n'
         f'  psql "{env["STOCK_ASSETS_DB_URL"]}"\n'
-        "  (the API, `stock-assets api`, comes with the API issue)"
+        "  .venv/bin/stock-assets api   # dashboard on http://127.0.0.1:8000/, docs on /docs"
     )
 
 
