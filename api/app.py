@@ -19,6 +19,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from api import routes
+from api.cache import CachedGets
 from api.db import Database, DatabaseUnavailable, NotMaterialized
 from api.registry import RegistryReader, RegistryUnavailable
 from api.service import ApiConfig, Service
@@ -100,6 +101,7 @@ def create_app(config: ApiConfig | None = None) -> FastAPI:
         # internals.
         return _problem(500, "internal server error (logged by the server)")
 
+    app.add_middleware(CachedGets, version=db.version)
     app.include_router(routes.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 

@@ -52,3 +52,76 @@ class VersionedCache:
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
         return body
+
+
+class CachedGets:
+    """ASGI middleware: a repeat of a GET that answered 200 is served from memory, skipping
+    routing and parameter parsing, until the database's version changes.
+
+    Keyed on the exact path and query string; the version is read before the request runs, so
+    an answer computed while a write commits is stored under the older version and never served
+    after it. Paths whose answer depends on more than stored data (health: the clock and the
+    database's reachability) are never cached. Anything unusual falls through to the app.
+    """
+
+    def __init__(
+        self,
+        app: Any,
+        version: Callable[[], Awaitable[Any]],
+        skip: tuple[str, ...] = ("/health", "/docs", "/openapi.json", "/static", "/redoc"),
+        max_bytes: int = 128 * 2**20,
+    ) -> None:
+        self.app = app
+        self.version = version
+        self.skip = skip
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[tuple[str, bytes], tuple[Any, list, bytes]] = OrderedDict()
+        self._bytes = 0
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        path = scope.get("path", "")
+        if (
+            scope["type"] != "http"
+            or scope["method"] != "GET"
+            or path == "/"
+            or path.startswith(self.skip)
+        ):
+            await self.app(scope, receive, send)
+            return
+        try:
+            version = await self.version()
+        except Exception:  # the app answers it properly (503 and the like)
+            await self.app(scope, receive, send)
+            return
+        key = (path, scope.get("query_string", b""))
+        entry = self._entries.get(key)
+        if version is not None and entry is not None and entry[0] == version:
+            self._entries.move_to_end(key)
+            await send({"type": "http.response.start", "status": 200, "headers": entry[1]})
+            await send({"type": "http.response.body", "body": entry[2]})
+            return
+        captured: dict[str, Any] = {"status": None, "headers": [], "body": []}
+
+        async def capture(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                captured["status"] = message["status"]
+                captured["headers"] = message.get("headers", [])
+            elif message["type"] == "http.response.body":
+                captured["body"].append(message.get("body", b""))
+            await send(message)
+
+        await self.app(scope, receive, capture)
+        if captured["status"] == 200 and version is not None:
+            self._store(key, version, list(captured["headers"]), b"".join(captured["body"]))
+
+    def _store(self, key: tuple[str, bytes], version: Any, headers: list, body: bytes) -> None:
+        if len(body) > self.max_bytes // 8:
+            return
+        old = self._entries.pop(key, None)
+        if old is not None:
+            self._bytes -= len(old[2])
+        self._entries[key] = (version, headers, body)
+        self._bytes += len(body)
+        while self._bytes > self.max_bytes:
+            _, (_, _, dropped) = self._entries.popitem(last=False)
+            self._bytes -= len(dropped)

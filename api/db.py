@@ -10,11 +10,14 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
-from collections.abc import AsyncIterator, Sequence
+import time
+from collections.abc import AsyncIterator, Hashable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
+
+from stock_assets.storage.tables import WRITES_CHANNEL
 
 # Errors that say "the database cannot be used right now", not "this query is wrong".
 _UNAVAILABLE = (
@@ -27,6 +30,7 @@ _UNAVAILABLE = (
     asyncpg.exceptions.TooManyConnectionsError,
 )
 
+LISTEN_RETRY_SECONDS = 5.0
 PREDICTION_COLUMNS = """
     p.ticker, p.as_of_date, p.target_date, p.last_close, p.predicted_close, p.lower, p.upper,
     p.predicted_return, p.model_name, p.model_version::text AS model_version,
@@ -74,6 +78,11 @@ class Database:
         self._statement_timeout_ms = statement_timeout_ms
         self._pool: asyncpg.Pool | None = None
         self._lock = asyncio.Lock()
+        self._listener: asyncpg.Connection | None = None
+        self._listen_lock = asyncio.Lock()
+        self._listen_retry_at = 0.0
+        self._epoch = 0
+        self._notified = 0
 
     async def _ensure_pool(self) -> asyncpg.Pool:
         if self._pool is not None:
@@ -96,6 +105,9 @@ class Database:
         return self._pool
 
     async def close(self) -> None:
+        if self._listener is not None:
+            listener, self._listener = self._listener, None
+            await listener.close()
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
@@ -110,6 +122,44 @@ class Database:
             raise DatabaseUnavailable(
                 f"the stocks database is unavailable: {type(exc).__name__}: {exc}".rstrip(": ")
             ) from exc
+
+    # --- change detection ----------------------------------------------------------------------
+
+    async def version(self) -> Hashable | None:
+        """The cache key of everything stored: which writes have happened.
+
+        While a LISTEN connection is up, writers' notifications keep it in memory (no query per
+        request); otherwise it is read from `table_writes`, one tiny query.
+        """
+        if self._listener is None or self._listener.is_closed():
+            await self._try_listen()
+        if self._listener is not None and not self._listener.is_closed():
+            return ("notified", self._epoch, self._notified)
+        return await self.write_counters()
+
+    async def _try_listen(self) -> None:
+        if self._listen_lock.locked() or time.monotonic() < self._listen_retry_at:
+            return
+        async with self._listen_lock:
+            try:
+                conn = await asyncpg.connect(
+                    self._dsn,
+                    timeout=self._timeout,
+                    server_settings={"application_name": "stock_assets_api_listener"},
+                )
+                await conn.add_listener(WRITES_CHANNEL, self._on_write)
+            except (*_UNAVAILABLE, asyncpg.PostgresError):
+                self._listen_retry_at = time.monotonic() + LISTEN_RETRY_SECONDS
+                return
+            conn.add_termination_listener(self._on_listener_lost)
+            self._listener = conn
+            self._epoch += 1  # writes may have happened while nobody listened
+
+    def _on_write(self, conn: Any, pid: int, channel: str, payload: str) -> None:
+        self._notified += 1
+
+    def _on_listener_lost(self, conn: Any) -> None:
+        self._listener = None
 
     # --- queries -------------------------------------------------------------------------------
 

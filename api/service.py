@@ -84,7 +84,7 @@ class Service:
 
     async def cached(self, key: Hashable, build: Callable[[], Awaitable[BaseModel]]) -> bytes:
         """The serialized answer for `key`, rebuilt only after the database was written."""
-        version = await self.db.write_counters()
+        version = await self.db.version()
 
         async def compute() -> bytes:
             return (await build()).model_dump_json().encode()
@@ -111,10 +111,12 @@ class Service:
     # --- endpoints -----------------------------------------------------------------------------
 
     async def health(self, now: dt.datetime) -> schemas.Health:
-        counters = await self.db.write_counters()  # DatabaseUnavailable → 503
+        await self.db.write_counters()  # a real round trip: DatabaseUnavailable → 503
         newest = await self.db.newest_partitions()
         try:
-            production = await self.registry.production(self.config.model_name, counters)
+            production = await self.registry.production(
+                self.config.model_name, await self.db.version()
+            )
         except RegistryUnavailable:
             production = None
         last = last_closed_session(now, self.config.exchange)
@@ -236,8 +238,7 @@ class Service:
         name = self.config.model_name
 
         async def build() -> BaseModel:
-            counters = await self.db.write_counters()
-            info = await self.registry.production(name, counters)
+            info = await self.registry.production(name, await self.db.version())
             if info is None:
                 raise not_found(f"no version of model {name!r} holds the alias 'production'")
             promotion = await self.db.promotion_of(name, info.version) or {}

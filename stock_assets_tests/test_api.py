@@ -455,3 +455,41 @@ def test_stock_assets_api_rejects_a_bad_port(tmp_path):
     )
     assert result.returncode == 1
     assert "STOCK_ASSETS_API_PORT must be a port number, got 'eighty'" in result.stderr
+
+
+def _bump(url: str) -> None:
+    from stock_assets.storage.tables import note_write
+
+    conn = psycopg2.connect(url)
+    try:
+        with conn.cursor() as cur:
+            note_write(cur, "test_bump")
+        conn.commit()
+    finally:
+        conn.close()
+
+
+def test_cache_version_follows_writes_and_survives_a_lost_listener(seeded):
+    async def scenario() -> None:
+        db = Database(seeded["url"])
+        try:
+            first = await db.version()
+            assert first == await db.version()  # nothing written: same key, no query needed
+            _bump(seeded["url"])
+            await asyncio.sleep(0.3)
+            second = await db.version()
+            assert second != first
+            with psycopg2.connect(seeded["url"]) as conn, conn.cursor() as cur:
+                pid = db._listener.get_server_pid()
+                cur.execute("SELECT pg_terminate_backend(%s)", (pid,))
+                assert cur.fetchone() == (True,)
+            await asyncio.sleep(0.3)
+            third = await db.version()  # listens again: writes in between may be missed
+            assert third not in (first, second)
+            _bump(seeded["url"])
+            await asyncio.sleep(0.3)
+            assert await db.version() != third
+        finally:
+            await db.close()
+
+    asyncio.run(scenario())

@@ -25,6 +25,7 @@ SCHEMA = "public"
 
 
 WRITES_TABLE = "table_writes"
+WRITES_CHANNEL = "stock_assets_writes"
 _WRITES_DDL = """
 CREATE TABLE IF NOT EXISTS table_writes (
     table_name TEXT PRIMARY KEY,
@@ -277,8 +278,8 @@ def replace_slice(
 def note_write(cur: Any, table: str) -> None:
     """Count a write of `table` inside the writer's own transaction.
 
-    Readers (the API's cache) key on these counters: one tiny query tells them whether anything
-    changed, and a rolled-back write leaves the counter untouched.
+    Readers (the API's cache) key on these counters — one tiny query tells them whether anything
+    changed — or LISTEN on WRITES_CHANNEL. A rolled-back write changes and notifies nothing.
     """
     cur.execute("SELECT to_regclass(%s) IS NOT NULL", (f"{SCHEMA}.{WRITES_TABLE}",))
     if not cur.fetchone()[0]:
@@ -290,6 +291,8 @@ def note_write(cur: Any, table: str) -> None:
         "DO UPDATE SET writes = table_writes.writes + 1, written_at = now()",
         (table,),
     )
+    # delivered at commit (never for a rollback): listening readers drop their caches at once
+    cur.execute("SELECT pg_notify(%s, %s)", (WRITES_CHANNEL, table))
 
 
 _ARROW_TYPES = {
