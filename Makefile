@@ -42,6 +42,7 @@ bench: install
 	$(BIN)/python bench/io_write.py
 	$(BIN)/python bench/retrain_group.py
 	$(BIN)/python bench/daily_cycle.py
+	$(BIN)/python bench/api_load.py
 
 # Rewrite the committed graph snapshot after a deliberate change to the asset graph.
 snapshot: install
