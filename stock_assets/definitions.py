@@ -13,6 +13,7 @@ from dagster import (
     schedule,
 )
 
+from stock_assets.alert_sensors import ALERT_SENSORS
 from stock_assets.assets.ingestion import build_calendar_complete, build_raw_prices
 from stock_assets.assets.operations import OperationsConfig, build_operations
 from stock_assets.assets.retraining import RetrainingConfig, build_retraining
@@ -110,7 +111,7 @@ def build_definitions(
         asset_checks=[calendar_complete, *retraining_checks],
         jobs=[ingest_job, daily_job, retrain_job],
         schedules=[daily_after_close],
-        sensors=[build_retraining_sensor(thresholds)],
+        sensors=[build_retraining_sensor(thresholds), *ALERT_SENSORS],
         resources={
             "postgres_io": PostgresPandasIOManager(db=stocks_db),
             "stocks_db": stocks_db,

@@ -224,3 +224,50 @@ def operations_settings() -> dict:
             "first_model_sessions": _int("STOCK_ASSETS_FIRST_MODEL_SESSIONS", 750),
         },
     }
+
+
+ALERT_DOC: dict[str, tuple[str, str]] = {
+    "STOCK_ASSETS_ALERT_SMTP_HOST": ("(none: no email)", "SMTP server for failure alerts."),
+    "STOCK_ASSETS_ALERT_SMTP_PORT": ("587", "SMTP port (465: implicit TLS)."),
+    "STOCK_ASSETS_ALERT_SMTP_STARTTLS": ("true", "Upgrade with STARTTLS (ignored on port 465)."),
+    "STOCK_ASSETS_ALERT_SMTP_USER": ("(none)", "SMTP login, when the server wants one."),
+    "STOCK_ASSETS_ALERT_SMTP_PASSWORD": ("(none)", "SMTP password."),
+    "STOCK_ASSETS_ALERT_EMAIL_FROM": ("stock-assets@localhost", "Sender of alert mail."),
+    "STOCK_ASSETS_ALERT_EMAIL_TO": ("(none)", "Comma-separated recipients (needed with a host)."),
+    "STOCK_ASSETS_ALERT_WEBHOOK_URL": ("(none: no webhook)", "URL that gets each alert as JSON."),
+    "STOCK_ASSETS_ALERT_TIMEOUT": ("10", "Seconds per delivery attempt."),
+}
+SETTINGS_DOC.update(ALERT_DOC)
+
+
+def _flag(name: str, default: bool) -> bool:
+    raw = _env(name)
+    if raw is None:
+        return default
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{name} must be true or false, got {raw!r}")
+
+
+def alert_settings() -> dict:
+    to = tuple(
+        a.strip() for a in (_env("STOCK_ASSETS_ALERT_EMAIL_TO") or "").split(",") if a.strip()
+    )
+    host = _env("STOCK_ASSETS_ALERT_SMTP_HOST")
+    if host and not to:
+        raise ValueError(
+            "STOCK_ASSETS_ALERT_SMTP_HOST is set but STOCK_ASSETS_ALERT_EMAIL_TO is empty"
+        )
+    return {
+        "smtp_host": host,
+        "smtp_port": _int("STOCK_ASSETS_ALERT_SMTP_PORT", 587),
+        "smtp_starttls": _flag("STOCK_ASSETS_ALERT_SMTP_STARTTLS", True),
+        "smtp_user": _env("STOCK_ASSETS_ALERT_SMTP_USER"),
+        "smtp_password": _env("STOCK_ASSETS_ALERT_SMTP_PASSWORD"),
+        "email_from": _env("STOCK_ASSETS_ALERT_EMAIL_FROM") or "stock-assets@localhost",
+        "email_to": to,
+        "webhook_url": _env("STOCK_ASSETS_ALERT_WEBHOOK_URL"),
+        "timeout": _float("STOCK_ASSETS_ALERT_TIMEOUT", 10.0),
+    }
