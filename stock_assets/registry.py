@@ -66,7 +66,11 @@ def configure(tracking_uri: str, artifact_root: Path) -> str:
     mlflow.set_registry_uri(tracking_uri)
     try:
         experiment = mlflow.get_experiment_by_name(EXPERIMENT)
-        if experiment is None:
+        if experiment is None and tracking_uri.startswith(("http://", "https://")):
+            # a tracking server (`--serve-artifacts`) owns the artifacts: clients upload over
+            # HTTP and never write the store's files, so no volume permissions to get wrong
+            mlflow.create_experiment(EXPERIMENT)
+        elif experiment is None:
             artifact_root.mkdir(parents=True, exist_ok=True)
             mlflow.create_experiment(EXPERIMENT, artifact_location=artifact_root.as_uri())
         # the active experiment: a run started anywhere (the naive bootstrap too) lands here,
