@@ -115,6 +115,21 @@ def api(host: str | None, port: int | None, log_level: str) -> None:
     )
 
 
+@main.command(help="The whole local stack: Postgres, MLflow UI, dagster dev and the API.")
+@click.option("--dagster-port", type=int, default=3000, show_default=True)
+@click.option("--mlflow-port", type=int, default=5000, show_default=True)
+@click.option("--api-port", type=int, default=8000, show_default=True)
+def dev(dagster_port: int, mlflow_port: int, api_port: int) -> None:
+    from stock_assets.devstack import run_dev
+
+    ports = {"dagster": dagster_port, "mlflow": mlflow_port, "api": api_port}
+    try:
+        code = run_dev(load_settings(), ports, click.echo)
+    except postgres.DatabaseUnavailable as exc:
+        _fail(str(exc))
+    sys.exit(code)
+
+
 @main.command("retrain", help="Add a dataset run and materialize the retraining group now.")
 @click.option(
     "--cutoff",

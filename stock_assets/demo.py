@@ -98,9 +98,7 @@ def run_demo(end: str = "2018-12-31") -> None:
     click.echo(f"  {'total':<32}{time.monotonic() - t0:7.1f} s")
     click.echo(
         "\nBrowse it:\n"
-        '  eval "$(.venv/bin/stock-assets env)" && .venv/bin/dagster dev   '
-        "# UI on http://127.0.0.1:3000\n"
-        f'  .venv/bin/mlflow ui --backend-store-uri "{env["MLFLOW_TRACKING_URI"]}"\n'
+        "  .venv/bin/stock-assets dev   # Dagster UI :3000, MLflow UI :5000, API :8000\n"
         f'  psql "{env["STOCK_ASSETS_DB_URL"]}"\n'
         "  .venv/bin/stock-assets api   # dashboard on http://127.0.0.1:8000/, docs on /docs"
     )
