@@ -130,6 +130,22 @@ def dev(dagster_port: int, mlflow_port: int, api_port: int) -> None:
     sys.exit(code)
 
 
+@main.command("tune-worker", help="Join a running retraining's Optuna study as an extra worker.")
+@click.option("--dataset-run", "key", required=True, help="Dataset run key, e.g. 2018-12-31.")
+@click.option(
+    "--trials", type=int, default=None, help="The study's budget [STOCK_ASSETS_TRIALS, 20]."
+)
+def tune_worker(key: str, trials: int | None) -> None:
+    from stock_assets.tune_worker import run_worker
+
+    try:
+        prepare(load_settings())
+        mine = run_worker(key, trials, click.echo)
+    except (ValueError, LookupError, postgres.DatabaseUnavailable) as exc:
+        _fail(str(exc))
+    click.echo(f"this worker finished {mine} trial(s)")
+
+
 @main.command("retrain", help="Add a dataset run and materialize the retraining group now.")
 @click.option(
     "--cutoff",

@@ -319,3 +319,42 @@ def test_serving_features_equal_stored_processed_features(market):
             b = stored[stored["trade_date"] == day].set_index("ticker")[list(FEATURES)]
             assert len(a) == 2
             pd.testing.assert_frame_equal(a.sort_index(), b.sort_index(), atol=1e-9, rtol=0)
+
+
+def test_an_extra_worker_joins_the_running_study_through_the_database(market):
+    import optuna
+    from dagster import AssetKey
+
+    from stock_assets.assets.retraining import _study_name, open_study
+    from stock_assets.tune_worker import run_worker
+
+    defs, instance, _ = _defs(market, n_trials=3)
+    key = "2019-06-28.r7"
+    instance.add_dynamic_partitions("dataset_runs", [key])
+    job = defs.resolve_job_def("retrain")
+    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+    def step(*assets: str):
+        result = job.execute_in_process(
+            instance=instance,
+            partition_key=key,
+            asset_selection=[AssetKey(a) for a in assets],
+            run_config=quiet,
+        )
+        assert result.success
+        return result
+
+    step("processed_features", "scalers")
+    storage = optuna.storages.RDBStorage(PostgresResource().url_for_driver("psycopg2"))
+    study = _study_name(storage, key)
+    open_study(storage, study, seed=0)  # what the tuned_params step opens first
+    lines: list[str] = []
+    assert run_worker(key, 3, lines.append, retraining={**TINY, "n_trials": 3}) == 3
+    assert lines[0] == f"joined study {study}: 0 of 3 trials finished"
+    step("tuned_params")  # the step finds the study's budget spent by the worker
+    url = market[2]
+    row = _table(url, "SELECT * FROM tuned_params WHERE dataset_run_id = %s", (key,)).iloc[0]
+    assert row["study_name"] == study
+    assert row["trials_completed"] + row["trials_pruned"] == 3
+    with pytest.raises(ValueError, match=r"no open study for dataset run '2019-06-28\.r7'"):
+        run_worker(key, 3, lines.append, retraining=TINY)  # the step closed the study

@@ -239,22 +239,12 @@ def build_retraining(raw_prices: AssetsDefinition) -> tuple[list[AssetsDefinitio
         mlflow: ResourceParam[MlFlow],
     ) -> pd.DataFrame:
         key = context.partition_key
-        scaled, features, _ = _scaled(processed_features, scalers)
-        tickers = sorted(scalers["ticker"])
-        data = tuning_data(scaled, features, tickers)
         storage = optuna.storages.RDBStorage(url=stocks_db.url_for_driver("psycopg2"))
         study_name = _study_name(storage, key)
-        study = optuna.create_study(
-            study_name=study_name,
-            storage=storage,
-            load_if_exists=True,
-            direction="minimize",
-            sampler=optuna.samplers.TPESampler(seed=retraining.seed),
-            pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=2),
-        )
+        study = open_study(storage, study_name, retraining.seed)
         done = [t for t in study.trials if t.state.is_finished()]
         remaining = max(retraining.n_trials - len(done), 0)
-        run_objective = objective(data, retraining.space(), retraining.base_config(), deadline=None)
+        run_objective = tuning_objective(processed_features, scalers, retraining)
 
         def tracked(trial: optuna.Trial) -> float:
             with mlflow.start_run(run_name=f"trial-{trial.number}", nested=True):
@@ -271,7 +261,13 @@ def build_retraining(raw_prices: AssetsDefinition) -> tuple[list[AssetsDefinitio
 
         started = time.monotonic()
         context.log.info(f"study {study_name}: {len(done)} trials done, {remaining} to run")
-        study.optimize(tracked, n_trials=remaining, timeout=retraining.timeout_seconds)
+        # workers (`stock-assets tune-worker`) may add trials meanwhile: the budget is the study's
+        study.optimize(
+            tracked,
+            n_trials=remaining,
+            timeout=retraining.timeout_seconds,
+            callbacks=[budget_callback(retraining.n_trials)],
+        )
         study.set_user_attr("complete", True)
         states = [t.state for t in study.trials]
         completed = sum(s == optuna.trial.TrialState.COMPLETE for s in states)
@@ -505,6 +501,38 @@ def build_retraining(raw_prices: AssetsDefinition) -> tuple[list[AssetsDefinitio
 
     assets = [processed_features, scalers, tuned_params, candidate_model, production_model]
     return assets, [beats_production]
+
+
+def tuning_objective(processed: pd.DataFrame, scalers: pd.DataFrame, retraining):
+    """The objective of a dataset run's study: the asset and every extra worker use this one."""
+    scaled, features, _ = _scaled(processed, scalers)
+    data = tuning_data(scaled, features, sorted(scalers["ticker"]))
+    return objective(data, retraining.space(), retraining.base_config(), deadline=None)
+
+
+def open_study(storage: optuna.storages.RDBStorage, name: str, seed: int | None):
+    return optuna.create_study(
+        study_name=name,
+        storage=storage,
+        load_if_exists=True,
+        direction="minimize",
+        sampler=optuna.samplers.TPESampler(seed=seed),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=2),
+    )
+
+
+def budget_callback(n_trials: int):
+    """Stop once the study — whoever ran its trials — has `n_trials` finished ones."""
+    return optuna.study.MaxTrialsCallback(
+        n_trials, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    )
+
+
+def open_study_name(storage: optuna.storages.RDBStorage, key: str) -> str | None:
+    """The dataset run's study that is still running (not marked complete), if any."""
+    name = _study_name(storage, key)
+    names = {s.study_name for s in optuna.get_all_study_summaries(storage, False)}
+    return name if name in names else None
 
 
 def _study_name(storage: optuna.storages.RDBStorage, key: str) -> str:
