@@ -119,6 +119,13 @@ def test_one_image_for_the_platform_services(resolved):
     assert mlflow["environment"]["MLFLOW_BACKEND_STORE_URI"].startswith("postgresql+psycopg2://")
 
 
+def resolved_env(names) -> set[str]:
+    """Of `names`, those the compose file does not set for the daemon (which launches runs)."""
+    compose = yaml.safe_load(COMPOSE.read_text())
+    daemon = compose["services"]["daemon"]["environment"]
+    return {n for n in names if n not in daemon}
+
+
 def test_production_instance_loads_with_its_coordinator_and_launcher(
     pg_server, tmp_path, monkeypatch
 ):
@@ -156,6 +163,11 @@ def test_production_instance_loads_with_its_coordinator_and_launcher(
         assert isinstance(launcher, DockerRunLauncher)
         assert launcher.image == "stock-assets:test" and launcher.networks == ["stock_assets"]
         assert "MLFLOW_TRACKING_URI" in launcher.env_vars
+        # a run container loads this file too: every variable it names must reach it
+        named = set(re.findall(r"env: ([A-Z_]+)", (ROOT / "deploy" / "dagster.yaml").read_text()))
+        assert named <= set(launcher.env_vars), named - set(launcher.env_vars)
+        dagster_env = resolved_env(launcher.env_vars)
+        assert not dagster_env, f"not set for the webserver/daemon in compose: {dagster_env}"
         assert isinstance(instance.run_storage, PostgresRunStorage)
         instance.add_dynamic_partitions("deploy_probe", ["a"])  # storage round trip
         assert instance.get_dynamic_partitions("deploy_probe") == ["a"]
