@@ -41,6 +41,7 @@ class RegistryReader:
         self.alias_ttl = alias_ttl
         self._client: Any = None
         self._versions: dict[tuple[str, str], VersionInfo] = {}
+        self._missing: dict[tuple[str, str], float] = {}
         self._runs: dict[str, dict[str, Any]] = {}
         self._alias: dict[str, tuple[Any, float, VersionInfo | None]] = {}
 
@@ -108,9 +109,13 @@ class RegistryReader:
     async def version(self, model_name: str, version: str) -> VersionInfo | None:
         key = (model_name, version)
         if key not in self._versions:
+            missed = self._missing.get(key)
+            if missed is not None and time.monotonic() - missed < self.alias_ttl:
+                return None  # asked recently: not registered (yet)
             try:
                 mv = await self._call(lambda c: c.get_model_version(model_name, version))
             except LookupError:
+                self._missing[key] = time.monotonic()
                 return None
             self._versions[key] = _info(mv)
         return self._versions[key]
