@@ -30,7 +30,7 @@ log = logging.getLogger("stock_assets.api")
 
 def config_from_environment() -> ApiConfig:
     """STOCK_ASSETS_API_DB_URL (e.g. a read-only role) wins over the platform's own URL."""
-    from stock_assets.settings import operations_settings, retraining_settings
+    from stock_assets.settings import api_settings, operations_settings, retraining_settings
 
     url = os.environ.get("STOCK_ASSETS_API_DB_URL") or os.environ.get("STOCK_ASSETS_DB_URL")
     if not url:
@@ -44,6 +44,7 @@ def config_from_environment() -> ApiConfig:
         model_name=retraining_settings()["model_name"],
         exchange=os.environ.get("STOCK_ASSETS_EXCHANGE") or "XNYS",
         rolling_window=operations_settings()["rolling_window"],
+        alias_seconds=api_settings()["alias_seconds"],
     )
 
 
@@ -54,7 +55,9 @@ def _problem(status: int, detail: str) -> JSONResponse:
 def create_app(config: ApiConfig | None = None) -> FastAPI:
     config = config or config_from_environment()
     db = Database(config.db_url, max_size=config.pool_size)
-    service = Service(config, db, RegistryReader(config.tracking_uri))
+    service = Service(
+        config, db, RegistryReader(config.tracking_uri, alias_ttl=config.alias_seconds)
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -101,7 +104,12 @@ def create_app(config: ApiConfig | None = None) -> FastAPI:
         # internals.
         return _problem(500, "internal server error (logged by the server)")
 
-    app.add_middleware(CachedGets, version=db.version)
+    app.add_middleware(
+        CachedGets,
+        version=db.version,
+        # /model/production also depends on the alias, which can move without a database write
+        skip=("/health", "/model/production", "/docs", "/openapi.json", "/static", "/redoc"),
+    )
     app.include_router(routes.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 

@@ -28,6 +28,7 @@ class ApiConfig:
     exchange: str = "XNYS"
     rolling_window: int = 20
     pool_size: int = 8
+    alias_seconds: float = 30.0
 
 
 def not_found(detail: str) -> HTTPException:
@@ -236,9 +237,11 @@ class Service:
 
     async def production(self) -> bytes:
         name = self.config.model_name
+        # the alias can move outside this platform (the MLflow UI): it is re-read at most every
+        # alias_ttl seconds and is part of the key, not just the database's version
+        info = await self.registry.production(name, await self.db.version())
 
         async def build() -> BaseModel:
-            info = await self.registry.production(name, await self.db.version())
             if info is None:
                 raise not_found(f"no version of model {name!r} holds the alias 'production'")
             promotion = await self.db.promotion_of(name, info.version) or {}
@@ -255,7 +258,7 @@ class Service:
                 metrics=metrics,
             )
 
-        return await self.cached(("production",), build)
+        return await self.cached(("production", info), build)
 
     async def promotions(self) -> bytes:
         async def build() -> BaseModel:

@@ -49,6 +49,10 @@ SETTINGS_DOC: dict[str, tuple[str, str]] = {
         "(the platform's `stocks` DB)",
         "libpq URL the API reads through, e.g. a read-only role.",
     ),
+    "STOCK_ASSETS_API_ALIAS_SECONDS": (
+        "30",
+        "How long the API trusts its reading of the `production` alias.",
+    ),
 }
 
 
@@ -271,3 +275,10 @@ def alert_settings() -> dict:
         "webhook_url": _env("STOCK_ASSETS_ALERT_WEBHOOK_URL"),
         "timeout": _float("STOCK_ASSETS_ALERT_TIMEOUT", 10.0),
     }
+
+
+def api_settings() -> dict:
+    seconds = _float("STOCK_ASSETS_API_ALIAS_SECONDS", 30.0)
+    if seconds < 0:
+        raise ValueError(f"STOCK_ASSETS_API_ALIAS_SECONDS must be ≥ 0, got {seconds}")
+    return {"alias_seconds": seconds}

@@ -9,6 +9,7 @@ import dataclasses
 import datetime as dt
 import os
 import subprocess
+import time
 import uuid
 from pathlib import Path
 
@@ -100,7 +101,7 @@ def api(seeded, tmp_path_factory):
         [str(servers.BIN / "stock-assets"), "api", "--port", str(port)],
         port,
         log,
-        env={"STOCK_ASSETS_MODEL_NAME": seeded["name"]},
+        env={"STOCK_ASSETS_MODEL_NAME": seeded["name"], "STOCK_ASSETS_API_ALIAS_SECONDS": "1"},
     )
     with httpx.Client(base_url=server.base_url, timeout=30) as client:
         client.server = server
@@ -493,3 +494,20 @@ def test_cache_version_follows_writes_and_survives_a_lost_listener(seeded):
             await db.close()
 
     asyncio.run(scenario())
+
+
+def test_an_alias_moved_outside_the_platform_shows_within_the_alias_ttl(api, seeded):
+    """No database write tells the API: it re-reads the alias after ALIAS_SECONDS (1 s here)."""
+    client = mlflow.MlflowClient()
+    bootstrap = _ok(api.get("/model/promotions"))["promotions"][0]["new_version"]
+    assert _ok(api.get("/model/production"))["version"] == seeded["learned"]
+    client.set_registered_model_alias(seeded["name"], "production", bootstrap)
+    try:
+        time.sleep(1.5)
+        moved = _ok(api.get("/model/production"))
+        assert moved["version"] == bootstrap and moved["kind"] == "naive"
+        assert _ok(api.get("/health"))["production_version"] == bootstrap
+    finally:
+        client.set_registered_model_alias(seeded["name"], "production", seeded["learned"])
+    time.sleep(1.5)
+    assert _ok(api.get("/model/production"))["version"] == seeded["learned"]
