@@ -100,18 +100,25 @@ def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def _stop(child: Child) -> None:
-    process = child.process
-    if process is None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGINT)  # the group: what the child started goes too
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        process.wait(STOP_SECONDS)
-    with contextlib.suppress(ProcessLookupError):  # whatever is left in the group
-        os.killpg(process.pid, signal.SIGKILL)
-    if process.poll() is None:
-        process.wait(STOP_SECONDS)
+def _signal_groups(stack: list[Child], signum: int) -> None:
+    for child in stack:
+        if child.process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.process.pid, signum)  # the group: what the child started too
+
+
+def _stop_all(stack: list[Child]) -> None:
+    """SIGINT every group at once, give them STOP_SECONDS together, then SIGKILL what is left."""
+    _signal_groups(stack, signal.SIGINT)
+    deadline = time.monotonic() + STOP_SECONDS
+    for child in stack:
+        if child.process is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.process.wait(max(deadline - time.monotonic(), 0.1))
+    _signal_groups(stack, signal.SIGKILL)  # a child that ignored SIGINT, or a grandchild
+    for child in stack:
+        if child.process is not None and child.process.poll() is None:
+            child.process.wait(STOP_SECONDS)
 
 
 def run_dev(settings: Settings, ports: dict[str, int], echo: Callable[[str], None]) -> int:
@@ -129,6 +136,9 @@ def run_dev(settings: Settings, ports: dict[str, int], echo: Callable[[str], Non
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, terminate)
+    # started in the background, this process would inherit an ignored SIGINT: Ctrl-C and
+    # `kill -INT` must always stop the stack
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     code = 0
     try:
         for child in stack:
@@ -164,15 +174,14 @@ def run_dev(settings: Settings, ports: dict[str, int], echo: Callable[[str], Non
     except KeyboardInterrupt:
         echo("stopping…")
     finally:
-        interrupt = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C waits
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C waits for the cleanup
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         try:
-            for child in reversed(stack):
-                _stop(child)
+            _stop_all(stack)
             if started_postgres:
                 embedded_stop(settings.pgdata)
         finally:
-            signal.signal(signal.SIGINT, interrupt)
+            signal.signal(signal.SIGINT, previous_int)
             signal.signal(signal.SIGTERM, previous)
         echo("stopped" + (" with the embedded Postgres it started" if started_postgres else ""))
     return code
