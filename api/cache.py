@@ -68,7 +68,7 @@ class CachedGets:
         self,
         app: Any,
         version: Callable[[], Awaitable[Any]],
-        skip: tuple[str, ...] = ("/health", "/docs", "/openapi.json", "/static", "/redoc"),
+        skip: tuple[str, ...],
         max_bytes: int = 128 * 2**20,
     ) -> None:
         self.app = app

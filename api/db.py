@@ -251,7 +251,12 @@ class Database:
     async def prediction_history(
         self, ticker: str, start: dt.date, end: dt.date, offset: int, limit: int
     ) -> tuple[int, list[dict[str, Any]]]:
-        await self._require("daily_predictions")
+        rows = await self._predictions(  # checks that the table exists
+            "p.ticker = $1 AND p.as_of_date BETWEEN $2 AND $3",
+            (ticker, start, end),
+            "p.as_of_date",
+            limit=f"LIMIT {int(limit)} OFFSET {int(offset)}",
+        )
         async with self.connection() as conn:
             total = await conn.fetchval(
                 "SELECT count(*) FROM daily_predictions "
@@ -260,12 +265,6 @@ class Database:
                 start,
                 end,
             )
-        rows = await self._predictions(
-            "p.ticker = $1 AND p.as_of_date BETWEEN $2 AND $3",
-            (ticker, start, end),
-            "p.as_of_date",
-            limit=f"LIMIT {int(limit)} OFFSET {int(offset)}",
-        )
         return int(total), rows
 
     async def newest_as_of(self, ticker: str) -> dt.date | None:
@@ -348,7 +347,7 @@ class Database:
             candidate = None
             if "candidate_model" in present:
                 candidate = await conn.fetchrow(
-                    "SELECT metrics, kind FROM candidate_model "
+                    "SELECT metrics FROM candidate_model "
                     "WHERE model_name = $1 AND model_version::text = $2",
                     model_name,
                     version,

@@ -183,7 +183,8 @@ class Service:
             await self._known_ticker(ticker)
             last = end or await self.db.newest_as_of(ticker) or dt.date.today()
             first = start or _days_before(last, DEFAULT_HISTORY_DAYS)
-            check_range(first, last)
+            if start is None or end is None:  # an explicit range was checked already
+                check_range(first, last)
             total, rows = await self.db.prediction_history(
                 ticker, first, last, (page - 1) * page_size, page_size
             )
@@ -207,7 +208,8 @@ class Service:
             await self._known_ticker(ticker)
             last = end or (await self.db.raw_span(ticker, dt.date.max))["last"]
             first = start or _days_before(last, DEFAULT_HISTORY_DAYS)
-            check_range(first, last)
+            if start is None or end is None:  # an explicit range was checked already
+                check_range(first, last)
             rows = await self.db.prices(ticker, first, last)
             return schemas.PriceHistory(
                 ticker=ticker, start=first, end=last, prices=[schemas.PriceBar(**r) for r in rows]

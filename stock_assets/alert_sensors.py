@@ -20,6 +20,11 @@ from dagster import (
     run_failure_sensor,
     sensor,
 )
+from dagster._core.storage.tags import (
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+    PARTITION_NAME_TAG,
+)
 
 from stock_assets.alerts import Alert, AlertDeliveryError, deliver
 from stock_assets.settings import alert_settings
@@ -29,9 +34,9 @@ BATCH = 200
 
 
 def run_failure_alert_for(run_id: str, job_name: str, tags: dict, steps: list[str], error: str):
-    partition = tags.get("dagster/partition") or (
-        f"{tags['dagster/asset_partition_range_start']}…{tags['dagster/asset_partition_range_end']}"
-        if "dagster/asset_partition_range_start" in tags
+    partition = tags.get(PARTITION_NAME_TAG) or (
+        f"{tags[ASSET_PARTITION_RANGE_START_TAG]}…{tags[ASSET_PARTITION_RANGE_END_TAG]}"
+        if ASSET_PARTITION_RANGE_START_TAG in tags
         else None
     )
     where = f" ({partition})" if partition else ""

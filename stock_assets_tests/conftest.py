@@ -39,6 +39,11 @@ def pg_server(state_home: Path) -> Iterator:
 def stocks_url(pg_server) -> str:
     """The `stocks` database, emptied of tables before each test."""
     url = pg_server.for_db("stocks")
+    drop_public_tables(url)
+    return url
+
+
+def drop_public_tables(url: str) -> None:
     conn = psycopg2.connect(url)
     conn.autocommit = True
     with conn.cursor() as cur:
@@ -46,7 +51,6 @@ def stocks_url(pg_server) -> str:
         for (name,) in cur.fetchall():
             cur.execute(f'DROP TABLE IF EXISTS "{name}" CASCADE')
     conn.close()
-    return url
 
 
 @pytest.fixture

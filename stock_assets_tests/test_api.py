@@ -29,6 +29,7 @@ from stock_assets.settings import load_settings
 from stock_assets.sources import SyntheticSource
 from stock_assets.storage.tables import query_frame
 from stock_assets_tests import servers
+from stock_assets_tests.conftest import drop_public_tables
 
 START, CUTOFF, LAST = dt.date(2016, 1, 4), dt.date(2019, 5, 31), dt.date(2019, 6, 28)
 TICKERS = ["SYN000", "SYN001", "SYN002"]
@@ -57,18 +58,11 @@ CHROMIUM_ARGS = [
 ]
 
 
-def _drop_all(url: str) -> None:
-    with psycopg2.connect(url) as conn, conn.cursor() as cur:
-        cur.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
-        for (name,) in cur.fetchall():
-            cur.execute(f'DROP TABLE IF EXISTS "{name}" CASCADE')
-
-
 @pytest.fixture(scope="module")
 def seeded(pg_server):
     """Naive predictions in May 2019, a learned model (cutoff 2019-05-31) serving June 2019."""
     url = pg_server.for_db("stocks")
-    _drop_all(url)
+    drop_public_tables(url)
     name = f"api_{uuid.uuid4().hex[:8]}"
     settings = dataclasses.replace(load_settings(), start_date=str(START))
     defs = build_definitions(settings, source=MARKET, retraining={**TINY, "model_name": name})
