@@ -46,7 +46,7 @@ bench: install
 
 # Rewrite the committed graph snapshot after a deliberate change to the asset graph.
 snapshot: install
-	UPDATE_GRAPH_SNAPSHOT=1 $(BIN)/pytest -q stock_assets_tests/test_graph_snapshot.py
+	UPDATE_GRAPH_SNAPSHOT=1 $(BIN)/pytest -q stock_assets_tests/defs/test_graph_snapshot.py
 
 clean-state:
 	-$(BIN)/stock-assets db stop

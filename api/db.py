@@ -17,7 +17,7 @@ from typing import Any
 
 import asyncpg
 
-from stock_assets.storage.tables import WRITES_CHANNEL
+from stock_assets.storage.writer import WRITES_CHANNEL
 
 # Errors that say "the database cannot be used right now", not "this query is wrong".
 _UNAVAILABLE = (

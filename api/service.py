@@ -15,7 +15,7 @@ from api import schemas
 from api.cache import VersionedCache
 from api.db import Database
 from api.registry import RegistryReader, RegistryUnavailable
-from stock_assets.calendars import last_closed_session
+from stock_assets.market.calendars import last_closed_session
 
 DEFAULT_HISTORY_DAYS = 365
 

@@ -46,9 +46,9 @@ def _fill(url: str) -> None:
     """One year of prices, predictions and scores for 500 tickers, written as the platform does."""
     import psycopg2
 
-    from stock_assets.calendars import sessions_between
-    from stock_assets.scoring import score
-    from stock_assets.storage.tables import Slice, replace_slice
+    from stock_assets.lifecycle.scoring import score
+    from stock_assets.market.calendars import sessions_between
+    from stock_assets.storage.writer import Slice, replace_slice
 
     days = sessions_between(dt.date(2019, 1, 2), dt.date(2019, 12, 31))
     rng = np.random.default_rng(5)
@@ -175,7 +175,7 @@ def _miss_ms(url: str, port: int, path: str, repeats: int = 15) -> list[float]:
     """Latency of a request that must rebuild its answer: each follows a (no-op) write."""
     import psycopg2
 
-    from stock_assets.storage.tables import note_write
+    from stock_assets.storage.writer import note_write
 
     out = []
     conn = psycopg2.connect(url)

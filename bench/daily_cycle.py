@@ -98,7 +98,7 @@ def step(kind: str, name: str) -> dict:
     if kind == "setup":
         from dagster import DagsterInstance
 
-        from stock_assets.retrain import retrain
+        from stock_assets.commands.retrain import retrain
 
         previous = (dt.date.fromisoformat(day) - dt.timedelta(days=1)).isoformat()
         _range(defs.resolve_job_def("ingest_prices"), first, previous)
@@ -110,8 +110,8 @@ def step(kind: str, name: str) -> dict:
             log_level="ERROR",
         )
         # serve the small learned model whatever the check said
-        from stock_assets.registry import move_alias
-        from stock_assets.resources import PostgresResource
+        from stock_assets.defs.resources import PostgresResource
+        from stock_assets.lifecycle.registry import move_alias
 
         with PostgresResource().connect() as conn:
             move_alias(

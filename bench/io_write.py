@@ -17,12 +17,12 @@ from _common import bench_home
 
 HOME = bench_home("io")
 
-from stock_assets.ingest import collect_prices  # noqa: E402
-from stock_assets.resources import PostgresResource  # noqa: E402
+from stock_assets.defs.resources import PostgresResource  # noqa: E402
+from stock_assets.market.ingest import collect_prices  # noqa: E402
+from stock_assets.market.sources import SyntheticSource  # noqa: E402
 from stock_assets.runtime.state import prepare  # noqa: E402
 from stock_assets.settings import load_settings  # noqa: E402
-from stock_assets.sources import SyntheticSource  # noqa: E402
-from stock_assets.storage.tables import Slice, _to_csv, replace_slice, table_columns  # noqa: E402
+from stock_assets.storage.writer import Slice, _to_csv, replace_slice, table_columns  # noqa: E402
 
 TABLE = "raw_prices_bench"
 FIRST, LAST = dt.date(2015, 1, 2), dt.date(2024, 12, 31)

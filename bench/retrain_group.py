@@ -25,16 +25,16 @@ from dagster._core.storage.tags import (  # noqa: E402
     ASSET_PARTITION_RANGE_START_TAG,
 )
 
-from stock_assets.assets.retraining import _scaled  # noqa: E402
-from stock_assets.dataset import build_panel  # noqa: E402
+from stock_assets.commands.retrain import retrain  # noqa: E402
 from stock_assets.definitions import build_definitions  # noqa: E402
-from stock_assets.model import Forecaster  # noqa: E402
-from stock_assets.resources import PostgresResource  # noqa: E402
-from stock_assets.retrain import retrain  # noqa: E402
+from stock_assets.defs.resources import PostgresResource  # noqa: E402
+from stock_assets.defs.retraining import _scaled  # noqa: E402
+from stock_assets.ml.dataset import build_panel  # noqa: E402
+from stock_assets.ml.networks import Forecaster  # noqa: E402
+from stock_assets.ml.training import TrainConfig, tensors, train  # noqa: E402
 from stock_assets.runtime.state import prepare  # noqa: E402
 from stock_assets.settings import load_settings  # noqa: E402
-from stock_assets.storage.tables import query_frame  # noqa: E402
-from stock_assets.training import TrainConfig, tensors, train  # noqa: E402
+from stock_assets.storage.writer import query_frame  # noqa: E402
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 

@@ -13,28 +13,28 @@ from dagster import (
     schedule,
 )
 
-from stock_assets.alert_sensors import ALERT_SENSORS
-from stock_assets.assets.ingestion import build_calendar_complete, build_raw_prices
-from stock_assets.assets.operations import OperationsConfig, build_operations
-from stock_assets.assets.retraining import RetrainingConfig, build_retraining
-from stock_assets.calendars import is_session
-from stock_assets.mlflow_resource import (
+from stock_assets.defs.alerts import ALERT_SENSORS
+from stock_assets.defs.ingestion import build_calendar_complete, build_raw_prices
+from stock_assets.defs.io_manager import PostgresPandasIOManager
+from stock_assets.defs.operations import OperationsConfig, build_operations
+from stock_assets.defs.partitions import dataset_runs_partitions, trading_days_partitions
+from stock_assets.defs.resources import MarketResource, PostgresResource
+from stock_assets.defs.retraining import RetrainingConfig, build_retraining
+from stock_assets.defs.sensors import build_retraining_sensor
+from stock_assets.defs.tracking import (
     ModelRegistryResource,
     end_mlflow_on_run_finished,
     mlflow_tracking_managed,
 )
-from stock_assets.partitions import dataset_runs_partitions, trading_days_partitions
-from stock_assets.resources import MarketResource, PostgresResource
-from stock_assets.retraining_policy import Thresholds
-from stock_assets.sensors import build_retraining_sensor
+from stock_assets.lifecycle.policy import Thresholds
+from stock_assets.market.calendars import is_session
+from stock_assets.market.sources import PriceSource, source_from_settings
 from stock_assets.settings import (
     Settings,
     load_settings,
     operations_settings,
     retraining_settings,
 )
-from stock_assets.sources import PriceSource, source_from_settings
-from stock_assets.storage.io_manager import PostgresPandasIOManager
 
 
 def build_definitions(

@@ -8,7 +8,7 @@ from typing import Any
 
 import pandas as pd
 
-from stock_assets.storage.tables import table_columns
+from stock_assets.storage.writer import table_columns
 
 TABLE = "raw_prices"
 

@@ -1,0 +1,250 @@
+"""The `stock-assets` command: database lifecycle, tool environment, and the demo."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from stock_assets.runtime import postgres
+from stock_assets.runtime.state import export_lines, prepare
+from stock_assets.settings import load_settings
+
+
+@click.group(help="stock_assets: daily stock predictions as a Dagster asset graph.")
+def main() -> None:
+    pass
+
+
+@main.group(help="The Postgres server (embedded unless STOCK_ASSETS_POSTGRES_URL is set).")
+def db() -> None:
+    pass
+
+
+def _fail(message: str) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(1)
+
+
+@db.command("start", help="Start the embedded server (harmless when it runs) and create the DBs.")
+def db_start() -> None:
+    settings = load_settings()
+    try:
+        server = postgres.ready_server(settings)
+    except postgres.DatabaseUnavailable as exc:
+        _fail(str(exc))
+    where = "external" if settings.postgres_url else f"embedded in {settings.pgdata}"
+    click.echo(f"Postgres ({where}) is up: {postgres.redact(server.for_db('stocks'))}")
+
+
+@db.command("stop", help="Stop the embedded server; its data is kept.")
+def db_stop() -> None:
+    settings = load_settings()
+    if settings.postgres_url:
+        _fail("STOCK_ASSETS_POSTGRES_URL is set: that server is yours to stop")
+    stopped = postgres.embedded_stop(settings.pgdata)
+    click.echo("stopped" if stopped else f"not running ({settings.pgdata})")
+
+
+@db.command("status", help="Say whether the server is up; exit 1 when it is not.")
+def db_status() -> None:
+    settings = load_settings()
+    if settings.postgres_url:
+        try:
+            postgres.connect(postgres.ServerUrl(settings.postgres_url).for_db("postgres")).close()
+        except postgres.DatabaseUnavailable as exc:
+            _fail(str(exc))
+        click.echo(f"external server reachable: {postgres.redact(settings.postgres_url)}")
+        return
+    url = postgres.embedded_status(settings.pgdata)
+    if url is None:
+        click.echo(f"embedded server not running ({settings.pgdata})")
+        sys.exit(1)
+    click.echo(f"embedded server running: {url}")
+
+
+@main.command(help='Start what is needed and print exports: eval "$(stock-assets env)".')
+def env() -> None:
+    try:
+        variables = prepare(load_settings())
+    except postgres.DatabaseUnavailable as exc:
+        _fail(str(exc))
+    click.echo(export_lines(variables))
+
+
+@main.command(help="Run the main job on the embedded default and the offline sample source.")
+@click.option("--end", default="2018-12-31", show_default=True, help="Last partition to ingest.")
+def demo(end: str) -> None:
+    from stock_assets.commands.demo import run_demo
+
+    try:
+        run_demo(end=end)
+    except postgres.DatabaseUnavailable as exc:
+        _fail(str(exc))
+
+
+@main.command(help="Serve the prediction API and dashboard (uvicorn) on the current state.")
+@click.option("--host", default=None, help="Bind address [STOCK_ASSETS_API_HOST, 127.0.0.1].")
+@click.option("--port", type=int, default=None, help="Port [STOCK_ASSETS_API_PORT, 8000].")
+@click.option("--log-level", default="info", show_default=True)
+def api(host: str | None, port: int | None, log_level: str) -> None:
+    import os
+
+    import uvicorn
+
+    try:
+        prepare(load_settings())  # the same state as every other command
+    except postgres.DatabaseUnavailable as exc:
+        _fail(str(exc))
+    host = host or os.environ.get("STOCK_ASSETS_API_HOST") or "127.0.0.1"
+    raw_port = os.environ.get("STOCK_ASSETS_API_PORT") or "8000"
+    try:
+        port = port or int(raw_port)
+    except ValueError:
+        _fail(f"STOCK_ASSETS_API_PORT must be a port number, got {raw_port!r}")
+    click.echo(f"dashboard  http://{host}:{port}/    API docs  http://{host}:{port}/docs")
+    uvicorn.run(
+        "api.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        log_level=log_level,
+        loop="uvloop",
+        http="httptools",
+    )
+
+
+@main.command(help="The whole local stack: Postgres, MLflow UI, dagster dev and the API.")
+@click.option("--dagster-port", type=int, default=3000, show_default=True)
+@click.option("--mlflow-port", type=int, default=5000, show_default=True)
+@click.option("--api-port", type=int, default=8000, show_default=True)
+def dev(dagster_port: int, mlflow_port: int, api_port: int) -> None:
+    from stock_assets.commands.devstack import run_dev
+
+    ports = {"dagster": dagster_port, "mlflow": mlflow_port, "api": api_port}
+    try:
+        code = run_dev(load_settings(), ports, click.echo)
+    except postgres.DatabaseUnavailable as exc:
+        _fail(str(exc))
+    sys.exit(code)
+
+
+@main.command("tune-worker", help="Join a running retraining's Optuna study as an extra worker.")
+@click.option("--dataset-run", "key", required=True, help="Dataset run key, e.g. 2018-12-31.")
+@click.option(
+    "--trials", type=int, default=None, help="The study's budget [STOCK_ASSETS_TRIALS, 20]."
+)
+def tune_worker(key: str, trials: int | None) -> None:
+    from stock_assets.commands.tune_worker import run_worker
+
+    try:
+        prepare(load_settings())
+        mine = run_worker(key, trials, click.echo)
+    except (ValueError, LookupError, postgres.DatabaseUnavailable) as exc:
+        _fail(str(exc))
+    click.echo(f"this worker finished {mine} trial(s)")
+
+
+@main.command("retrain", help="Add a dataset run and materialize the retraining group now.")
+@click.option(
+    "--cutoff",
+    type=click.DateTime(["%Y-%m-%d"]),
+    default=None,
+    help="Last session the run may read (default: newest in raw_prices).",
+)
+@click.option("--reason", default="manual", show_default=True)
+def retrain_cmd(cutoff, reason: str) -> None:
+    from dagster import DagsterInstance
+
+    from stock_assets.commands.retrain import retrain
+    from stock_assets.definitions import build_definitions
+
+    settings = load_settings()
+    try:
+        prepare(settings)
+        outcome = retrain(
+            build_definitions(settings),
+            DagsterInstance.get(),
+            cutoff=cutoff.date() if cutoff else None,
+            reason=reason,
+        )
+    except (ValueError, postgres.DatabaseUnavailable) as exc:
+        _fail(str(exc))
+    click.echo(f"\ndataset run   {outcome.dataset_run_id}   (Dagster run {outcome.run_id})")
+    click.echo(f"candidate     version {outcome.candidate_version}")
+    if outcome.check_passed is not None:
+        verdict = "passed" if outcome.check_passed else "failed"
+        click.echo(f"beats_production {verdict}: {outcome.check_reason}")
+    click.echo(f"production -> version {outcome.production_version} ({outcome.production_kind})")
+    if not outcome.ok:
+        _fail(f"retraining failed in step(s) {', '.join(outcome.failed_steps)}")
+
+
+def _registry_conn():
+    from stock_assets.defs.resources import PostgresResource
+    from stock_assets.defs.tracking import tracking_uri
+    from stock_assets.lifecycle.registry import configure
+
+    settings = load_settings()
+    prepare(settings)
+    configure(tracking_uri(), settings.mlflow_artifacts)
+    return PostgresResource().connect()
+
+
+@main.command(help="Move the production alias to a registered version by hand.")
+@click.option("--version", "version", required=True)
+@click.option("--reason", default="manual promotion", show_default=True)
+def promote(version: str, reason: str) -> None:
+    from stock_assets.lifecycle.registry import move_alias
+    from stock_assets.settings import retraining_settings
+
+    name = retraining_settings()["model_name"]
+    with _registry_conn() as conn:
+        try:
+            previous = move_alias(conn, name, version, reason)
+        except Exception as exc:
+            _fail(f"cannot promote {name} version {version}: {exc}")
+    click.echo(f"production: {name} version {previous} -> {version}")
+
+
+@main.command(help="Move the production alias back to the version it replaced.")
+@click.option("--reason", default="rollback", show_default=True)
+def rollback(reason: str) -> None:
+    from stock_assets.lifecycle.registry import move_alias, rollback_target
+    from stock_assets.settings import retraining_settings
+
+    name = retraining_settings()["model_name"]
+    with _registry_conn() as conn:
+        try:
+            target = rollback_target(conn, name)
+            previous = move_alias(conn, name, target, reason)
+        except Exception as exc:
+            _fail(f"cannot roll back {name}: {exc}")
+    click.echo(f"production: {name} version {previous} -> {target}")
+
+
+@main.command(help="Replay the production loop over [--start, --end], session by session.")
+@click.option("--start", type=click.DateTime(["%Y-%m-%d"]), required=True)
+@click.option("--end", type=click.DateTime(["%Y-%m-%d"]), required=True)
+@click.option(
+    "--home",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="State folder of the replay (default: replay-<start>-<end> beside the live state).",
+)
+@click.option("--in-place", is_flag=True, help="Replay into the current state (as the demo).")
+def replay(start, end, home: Path | None, in_place: bool) -> None:
+    from stock_assets.commands.replay import ReplayError, format_summary, replay_into
+
+    if in_place and home is not None:
+        _fail("--in-place and --home exclude each other")
+    if home is not None and not home.expanduser().resolve().parent.is_dir():
+        _fail(f"--home {home}: its parent folder does not exist")
+    try:
+        summary = replay_into(start.date(), end.date(), home=home, in_place=in_place)
+    except KeyboardInterrupt:
+        _fail("replay interrupted: run the same command again to resume where it stopped")
+    except (ReplayError, postgres.DatabaseUnavailable) as exc:
+        _fail(str(exc))
+    click.echo(format_summary(summary))

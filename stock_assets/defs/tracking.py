@@ -1,0 +1,60 @@
+"""dagster-mlflow's tracking resource, pointed at the platform's store, and closed for sure.
+
+dagster-mlflow keeps one MLflow run per Dagster run and ends it only from its hook on the job's
+last node; when that node is skipped (a failed blocking check) the MLflow run would stay RUNNING.
+This resource also ends the run at teardown, so no run is left open whatever happened.
+"""
+
+from __future__ import annotations
+
+import os
+
+import mlflow
+from dagster import ConfigurableResource, resource
+from dagster_mlflow import end_mlflow_on_run_finished
+from dagster_mlflow.resources import CONFIG_SCHEMA, MlFlow
+
+from stock_assets.lifecycle.registry import EXPERIMENT, configure
+from stock_assets.runtime.postgres import ready_server
+from stock_assets.settings import load_settings
+
+__all__ = [
+    "ModelRegistryResource",
+    "end_mlflow_on_run_finished",
+    "mlflow_tracking_managed",
+    "tracking_uri",
+]
+
+
+def tracking_uri() -> str:
+    """MLFLOW_TRACKING_URI when set (stock-assets env sets it), else the platform's store."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or ready_server(load_settings()).for_db(
+        "mlflow", driver="psycopg2"
+    )
+
+
+@resource(
+    config_schema={**CONFIG_SCHEMA, "experiment_name": CONFIG_SCHEMA["experiment_name"]},
+    description="MLflow tracking (dagster-mlflow) on the platform's store.",
+)
+def mlflow_tracking_managed(context):
+    uri = context.resource_config.get("mlflow_tracking_uri") or tracking_uri()
+    configure(uri, load_settings().mlflow_artifacts)
+    tracker = MlFlow(context)
+    try:
+        yield tracker
+    finally:
+        if mlflow.active_run() is not None:
+            mlflow.end_run()
+
+
+mlflow_tracking_managed = mlflow_tracking_managed.configured({"experiment_name": EXPERIMENT})
+
+
+class ModelRegistryResource(ConfigurableResource):
+    """Read access to the registry for serving: no MLflow run is opened."""
+
+    model_name: str = "stock_forecaster"
+
+    def setup(self) -> None:
+        configure(tracking_uri(), load_settings().mlflow_artifacts)

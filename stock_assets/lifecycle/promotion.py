@@ -1,0 +1,100 @@
+"""Whether a candidate beats production, on the window production never trained on.
+
+Both models predict through their logged MLflow artifacts from the same raw prices, so the
+production model is scored with its own features and scalers, and the candidate exactly as it
+will serve. The naive model has no cutoff: against it the whole test window counts.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from stock_assets.lifecycle.registry import ensure_production, load_production
+from stock_assets.ml.features import next_log_return
+from stock_assets.ml.metrics import compare
+from stock_assets.storage.prices import prices_until
+
+
+@dataclass
+class Verdict:
+    passed: bool
+    reason: str
+    window: str = ""
+    sessions: int = 0
+    production_version: str = ""
+    candidate_version: str = ""
+    table: dict[str, dict] = field(default_factory=dict)
+
+
+def _returns(model: Any, prices: pd.DataFrame, window: list[dt.date]) -> pd.Series:
+    preds = model.predict(prices)
+    preds = preds[preds["as_of_date"].isin(window)]
+    return preds.set_index(["as_of_date", "ticker"])["predicted_return"]
+
+
+def judge(candidate: pd.Series, config: Any, db: Any) -> Verdict:
+    """`candidate`: a candidate_model row; `config`: RetrainingConfig; `db`: PostgresResource."""
+    import mlflow
+
+    name, version = config.model_name, str(candidate.model_version)
+    cand_model = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
+    cand_bundle = cand_model.unwrap_python_model().bundle
+    cutoff = pd.Timestamp(candidate.cutoff).date()
+    with db.connect() as conn:
+        prices = prices_until(conn, cand_bundle.tickers, cutoff)
+        production = ensure_production(conn, name, prices)
+    verdict = Verdict(False, "", production_version=production.version, candidate_version=version)
+    if production.version == version:
+        verdict.reason = f"version {version} already holds the production alias"
+        return verdict
+    prod_model, prod_bundle = load_production(name)
+    test_start = pd.Timestamp(candidate.test_start).date()
+    test_end = pd.Timestamp(candidate.test_end).date()
+    prod_cutoff = dt.date.fromisoformat(prod_bundle.cutoff) if prod_bundle.cutoff else None
+    actual = pd.Series(
+        next_log_return(prices).to_numpy(),
+        index=pd.MultiIndex.from_frame(prices[["trade_date", "ticker"]]),
+    ).dropna()
+    days = sorted(
+        d
+        for d in actual.index.get_level_values(0).unique()
+        if test_start <= d <= test_end and (prod_cutoff is None or d > prod_cutoff)
+    )
+    if days:
+        verdict.window = f"{days[0]} … {days[-1]}"
+    verdict.sessions = len(days)
+    if len(days) < config.min_common_window:
+        verdict.reason = (
+            f"the common window has {len(days)} sessions, fewer than the minimum "
+            f"{config.min_common_window} (candidate test {test_start} … {test_end}, production "
+            f"trained through {prod_cutoff})"
+        )
+        return verdict
+    try:
+        prod_ret = _returns(prod_model, prices, days)
+    except ValueError as exc:
+        verdict.reason = f"production model cannot predict the candidate's tickers: {exc}"
+        return verdict
+    cand_ret = _returns(cand_model, prices, days)
+    index = cand_ret.index.intersection(prod_ret.index).intersection(actual.index)
+    close = prices.set_index(["trade_date", "ticker"])["adj_close"].reindex(index).to_numpy()
+    cand = compare(cand_ret.reindex(index), actual.reindex(index), close, cand_bundle.half_width)
+    prod = compare(prod_ret.reindex(index), actual.reindex(index), close, prod_bundle.half_width)
+    verdict.table = {
+        f"candidate v{version}": cand["model"],
+        f"production v{production.version} ({production.kind})": prod["model"],
+        "naive": cand["naive"],
+        "always_up": cand["always_up"],
+    }
+    bar = prod["model"]["mae"] * (1 - config.promotion_margin)
+    verdict.passed = cand["model"]["mae"] < bar
+    verdict.reason = (
+        f"candidate MAE {cand['model']['mae']:.4f} "
+        f"{'<' if verdict.passed else '≥'} {bar:.4f} (production MAE "
+        f"{prod['model']['mae']:.4f} × (1 − margin {config.promotion_margin}))"
+    )
+    return verdict

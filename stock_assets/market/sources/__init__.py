@@ -1,0 +1,59 @@
+"""Price sources, chosen by STOCK_ASSETS_SOURCE."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from stock_assets.market.sources.base import PRICE_COLUMNS, PriceSource, SourceError, conform
+from stock_assets.market.sources.csv_folder import CsvSource
+from stock_assets.market.sources.sample import SampleSource
+from stock_assets.market.sources.synthetic import Regime, Split, SyntheticSource
+from stock_assets.market.sources.yahoo import YahooSource
+from stock_assets.settings import Settings
+
+SOURCE_NAMES = ("yfinance", "csv", "sample", "synthetic")
+
+__all__ = [
+    "PRICE_COLUMNS",
+    "SOURCE_NAMES",
+    "CsvSource",
+    "PriceSource",
+    "Regime",
+    "SampleSource",
+    "SourceError",
+    "Split",
+    "SyntheticSource",
+    "YahooSource",
+    "conform",
+    "source_from_settings",
+]
+
+
+def source_from_settings(settings: Settings) -> PriceSource:
+    name = settings.source
+    if name == "sample":
+        return SampleSource()
+    if name == "synthetic":
+        return SyntheticSource(
+            seed=settings.synthetic_seed,
+            n_tickers=settings.synthetic_tickers,
+            start=dt.date.fromisoformat(settings.synthetic_start),
+            end=dt.date.fromisoformat(settings.synthetic_end),
+            exchange=settings.exchange,
+            regimes=(
+                Regime(dt.date(1990, 1, 1), 0.0003, 0.012),
+                *(
+                    Regime(dt.date.fromisoformat(d), 0.0003, v)
+                    for d, v in settings.synthetic_regimes
+                ),
+            ),
+        )
+    if name == "csv":
+        return CsvSource(settings.csv_dir)
+    if name == "yfinance":
+        return YahooSource(
+            retries=settings.yf_retries,
+            backoff=settings.yf_backoff,
+            cache_dir=settings.home / "yfinance-cache",
+        )
+    raise SourceError(f"unknown STOCK_ASSETS_SOURCE {name!r}; choose one of {SOURCE_NAMES}")

@@ -1,0 +1,119 @@
+"""A seeded synthetic market: any tickers and dates, regime changes and splits on demand.
+
+Each ticker's path depends only on (seed, ticker), never on the range asked for, so any
+partition fetched alone equals the same rows fetched as part of a backfill.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import numpy as np
+import pandas as pd
+
+from stock_assets.market.calendars import sessions_between
+from stock_assets.market.sources.base import PriceSource, SourceError, conform
+
+
+@dataclass(frozen=True)
+class Regime:
+    """From `start` on, daily log returns have this drift and volatility."""
+
+    start: dt.date
+    drift: float
+    volatility: float
+
+
+@dataclass(frozen=True)
+class Split:
+    ticker: str
+    day: dt.date
+    ratio: float  # new shares per old share
+
+
+@dataclass(frozen=True)
+class SyntheticSource(PriceSource):
+    seed: int = 7
+    n_tickers: int = 5
+    start: dt.date = dt.date(2015, 1, 2)
+    end: dt.date = dt.date(2024, 12, 31)
+    regimes: tuple[Regime, ...] = (Regime(dt.date(1990, 1, 1), 0.0003, 0.012),)
+    splits: tuple[Split, ...] = ()
+    exchange: str = "XNYS"
+    tickers: tuple[str, ...] = field(default=())
+
+    name = "synthetic"
+
+    @property
+    def default_tickers(self) -> tuple[str, ...]:  # type: ignore[override]
+        return self.tickers or tuple(f"SYN{i:03d}" for i in range(self.n_tickers))
+
+    @property
+    def default_start(self) -> str:  # type: ignore[override]
+        return self.start.isoformat()
+
+    def check(self, tickers: Sequence[str], start: dt.date, end: dt.date) -> None:
+        super().check(tickers, start, end)
+        unknown = sorted(set(tickers) - set(self.default_tickers))
+        if unknown:
+            raise SourceError(f"synthetic: unknown ticker(s) {', '.join(unknown[:10])}")
+        if start < self.start or end > self.end:
+            raise SourceError(
+                f"synthetic: {start}..{end} is outside the data it has ({self.start}..{self.end})"
+            )
+
+    def fetch(self, tickers: Sequence[str], start: dt.date, end: dt.date) -> pd.DataFrame:
+        frames = [_path(self, t) for t in tickers]
+        frame = pd.concat(frames, ignore_index=True)
+        days = frame["trade_date"]
+        frame = frame[(days >= pd.Timestamp(start)) & (days <= pd.Timestamp(end))]
+        return conform(frame)
+
+
+@lru_cache(maxsize=2048)
+def _path(source: SyntheticSource, ticker: str) -> pd.DataFrame:
+    sessions = pd.DatetimeIndex(sessions_between(source.start, source.end, source.exchange))
+    n = len(sessions)
+    rng = np.random.default_rng([source.seed, zlib.crc32(ticker.encode())])
+    drift = np.empty(n)
+    vol = np.empty(n)
+    for regime in sorted(source.regimes, key=lambda r: r.start):
+        on = sessions >= pd.Timestamp(regime.start)
+        drift[on], vol[on] = regime.drift, regime.volatility
+    log_ret = drift + vol * rng.standard_normal(n)
+    log_ret[0] = 0.0
+    value = 50.0 * np.exp(rng.uniform(0, 2)) * np.exp(np.cumsum(log_ret))  # split-free price
+    ratio = np.ones(n)
+    for split in source.splits:
+        if split.ticker == ticker:
+            on = sessions == pd.Timestamp(split.day)
+            if not on.any():
+                raise SourceError(f"synthetic: split day {split.day} is not a session")
+            ratio[on] = split.ratio
+    shares_factor = np.cumprod(ratio)  # shares per original share, as of each day
+    close = value / shares_factor
+    adj_close = value / shares_factor[-1]  # adjusted back from the latest day
+    gap = np.exp(0.25 * vol * rng.standard_normal(n))
+    open_ = np.r_[close[0], close[:-1] * ratio[1:] ** -1] * gap
+    wick = np.abs(vol * rng.standard_normal((2, n))) * 0.5
+    high = np.maximum(open_, close) * (1 + wick[0])
+    low = np.minimum(open_, close) * (1 - wick[1])
+    volume = rng.integers(1_000_000, 10_000_000, n) * shares_factor
+    return pd.DataFrame(
+        {
+            "trade_date": sessions,
+            "ticker": ticker,
+            "open": open_,
+            "high": high,
+            "low": low,
+            "close": close,
+            "adj_close": adj_close,
+            "volume": volume,
+            "dividend": 0.0,
+            "split_ratio": ratio,
+        }
+    )

@@ -1,0 +1,112 @@
+"""Yahoo Finance through yfinance: the real source, used wherever a network exists.
+
+Every response is untrusted: an empty frame is how Yahoo reports both a holiday and a failure,
+so this module returns what it got and the ingest step, which knows the calendar, decides.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from stock_assets.market.sources.base import PriceSource, SourceError, conform, empty_prices
+
+log = logging.getLogger(__name__)
+
+OLD_SYSTEM_TICKERS = ("AAPL", "MA", "CSCO", "MSFT", "AMZN", "GOOG", "IBM")
+
+
+class YahooSource(PriceSource):
+    name = "yfinance"
+    default_tickers = OLD_SYSTEM_TICKERS
+    default_start = "2015-01-02"
+
+    def __init__(
+        self,
+        retries: int = 4,
+        backoff: float = 2.0,
+        cache_dir: Path | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        import yfinance as yf
+
+        self.retries, self.backoff, self.sleep = retries, backoff, sleep
+        yf.config.debug.hide_exceptions = False  # errors must reach us, not a log line
+        if cache_dir is not None:
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            yf.set_tz_cache_location(str(cache_dir))
+
+    def fetch(self, tickers: Sequence[str], start: dt.date, end: dt.date) -> pd.DataFrame:
+        frames = [f for f in (self._fetch_one(t, start, end) for t in tickers) if len(f)]
+        return conform(pd.concat(frames, ignore_index=True)) if frames else empty_prices()
+
+    def _fetch_one(self, ticker: str, start: dt.date, end: dt.date) -> pd.DataFrame:
+        import yfinance as yf
+        from yfinance.exceptions import (
+            YFPricesMissingError,
+            YFRateLimitError,
+            YFTzMissingError,
+        )
+
+        delay = self.backoff
+        for attempt in range(1, self.retries + 2):
+            try:
+                history = yf.Ticker(ticker).history(
+                    start=start.isoformat(),
+                    end=(end + dt.timedelta(days=1)).isoformat(),  # yfinance's end is exclusive
+                    interval="1d",
+                    auto_adjust=False,
+                    actions=True,
+                )
+                return _canonical(ticker, history)
+            except YFTzMissingError as exc:
+                raise SourceError(f"yfinance: unknown or delisted ticker {ticker!r}") from exc
+            except YFPricesMissingError:
+                return _canonical(ticker, pd.DataFrame())  # holiday or outage: caller decides
+            except (YFRateLimitError, OSError, ConnectionError) as exc:
+                error = exc
+            except Exception as exc:  # curl/HTTP errors and Yahoo outages vary by release
+                if type(exc).__module__.split(".")[0] not in ("yfinance", "curl_cffi", "requests"):
+                    raise
+                error = exc
+            if attempt > self.retries:
+                break
+            log.warning(
+                "yfinance %s: %s (attempt %d), retrying in %.1fs", ticker, error, attempt, delay
+            )
+            self.sleep(delay)
+            delay *= 2
+        raise SourceError(
+            f"yfinance: {ticker} failed after {self.retries + 1} attempts: "
+            f"{type(error).__name__}: {error}"
+        ) from error
+
+
+def _canonical(ticker: str, history: pd.DataFrame) -> pd.DataFrame:
+    if history is None or history.empty:
+        return empty_prices()
+    index = pd.DatetimeIndex(history.index)
+    if index.tz is not None:
+        index = index.tz_localize(None)
+    splits = history.get("Stock Splits", pd.Series(0.0, index=history.index)).fillna(0.0)
+    return pd.DataFrame(
+        {
+            "trade_date": index.normalize(),
+            "ticker": ticker,
+            "open": history["Open"].to_numpy(),
+            "high": history["High"].to_numpy(),
+            "low": history["Low"].to_numpy(),
+            "close": history["Close"].to_numpy(),
+            "adj_close": history.get("Adj Close", history["Close"]).to_numpy(),
+            "volume": history["Volume"].to_numpy(),
+            "dividend": history.get("Dividends", pd.Series(0.0, index=history.index))
+            .fillna(0.0)
+            .to_numpy(),
+            "split_ratio": splits.where(splits > 0, 1.0).to_numpy(),
+        }
+    )

@@ -1,0 +1,188 @@
+"""A logged model that predicts from raw prices alone: naive or learned, one interface.
+
+The MLflow artifact holds everything serving needs — weights, scalers, feature list, tickers,
+sequence length, target scale and conformal half-width — so `models:/<name>@production` loaded
+from the registry alone turns a raw_prices frame into next-session predictions. Features are
+computed from the frame's first row, exactly as training computed them (train/serve skew).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from stock_assets.ml.features import FEATURES, WARMUP, compute_features
+
+NAIVE = "naive"
+OUTPUT_COLUMNS = (
+    "as_of_date",
+    "ticker",
+    "last_close",
+    "predicted_return",
+    "lower_return",
+    "upper_return",
+    "predicted_close",
+    "lower",
+    "upper",
+)
+
+
+@dataclass
+class Bundle:
+    kind: str  # "naive" or an architecture from stock_assets.ml.networks
+    tickers: list[str]
+    half_width: float  # conformal half-width of the 80 % interval, in log return
+    seq_len: int = 1
+    features: list[str] = field(default_factory=lambda: list(FEATURES))
+    scalers: dict = field(default_factory=dict)
+    target_scale: float = 1.0
+    model_params: dict = field(default_factory=dict)
+    cutoff: str | None = None  # last session the model trained or calibrated on
+    dataset_run_id: str | None = None
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(asdict(self), indent=1, sort_keys=True))
+
+    @classmethod
+    def load(cls, path: Path) -> Bundle:
+        return cls(**json.loads(path.read_text()))
+
+    def history_needed(self) -> int:
+        """Rows per ticker before the first date the model can predict for."""
+        return 1 if self.kind == NAIVE else WARMUP + self.seq_len
+
+
+def _normalize(prices: pd.DataFrame) -> pd.DataFrame:
+    out = prices.copy()
+    out["trade_date"] = pd.to_datetime(out["trade_date"]).dt.date
+    return out.sort_values(["ticker", "trade_date"], ignore_index=True)
+
+
+def _check_tickers(bundle: Bundle, prices: pd.DataFrame) -> None:
+    if bundle.kind == NAIVE:
+        return  # tomorrow = today holds for any ticker
+    asked = sorted(set(prices["ticker"]))
+    if sorted(bundle.tickers) != asked:
+        raise ValueError(
+            f"this {bundle.kind} model was trained on tickers {sorted(bundle.tickers)} "
+            f"and predicts exactly those; asked about {asked}"
+        )
+
+
+def predict_from_prices(
+    bundle: Bundle, net, prices: pd.DataFrame, as_of: list[dt.date] | None = None
+) -> pd.DataFrame:
+    """Predictions made after the close of each date in `as_of` (default: every date the
+    history allows). Features always start at the frame's first row, as in training."""
+    prices = _normalize(prices)
+    _check_tickers(bundle, prices)
+    closes = prices.set_index(["trade_date", "ticker"])["close"]
+    if bundle.kind == NAIVE:
+        frame = prices[["trade_date", "ticker"]].assign(predicted_return=0.0)
+        if as_of is not None:
+            frame = frame[frame["trade_date"].isin(set(as_of))]
+    else:
+        import torch
+
+        from stock_assets.ml.dataset import apply_scalers, build_panel
+
+        unknown = sorted(set(bundle.features) - set(FEATURES))
+        if unknown:
+            raise ValueError(
+                f"the model reads feature(s) {unknown} that this code does not compute: "
+                "its feature list does not match the data"
+            )
+        feats = compute_features(prices)
+        feats["close_adj"] = (
+            prices.set_index(["trade_date", "ticker"])["adj_close"]
+            .reindex(pd.MultiIndex.from_frame(feats[["trade_date", "ticker"]]))
+            .to_numpy()
+        )
+        scaled = apply_scalers(feats, bundle.scalers, bundle.features)
+        panel = build_panel(scaled, bundle.features, bundle.tickers)
+        ends = np.arange(bundle.seq_len - 1, len(panel.dates))
+        if as_of is not None:
+            wanted = set(as_of)
+            ends = ends[np.array([d in wanted for d in panel.dates[ends]], dtype=bool)]
+            short = sorted(wanted - set(panel.dates[ends]))
+            if short:
+                more = f" (and {len(short) - 1} more dates)" if len(short) > 1 else ""
+                raise ValueError(
+                    f"cannot predict as of {short[0]}{more}: the model needs "
+                    f"{bundle.history_needed()} sessions of history per ticker up to that day"
+                )
+        if len(ends) == 0:
+            raise ValueError(f"need at least {bundle.history_needed()} rows per ticker to predict")
+        with torch.no_grad():
+            net.eval()
+            preds = []
+            for i in range(0, len(ends), 1024):
+                x = torch.from_numpy(panel.inputs(ends[i : i + 1024], bundle.seq_len))
+                preds.append(net(x).numpy() * bundle.target_scale)
+        pred = np.concatenate(preds)
+        frame = pd.DataFrame(
+            {
+                "trade_date": np.repeat(panel.dates[ends], len(panel.tickers)),
+                "ticker": np.tile(panel.tickers, len(ends)),
+                "predicted_return": pred.ravel().astype(float),
+            }
+        )
+    last = closes.reindex(pd.MultiIndex.from_frame(frame[["trade_date", "ticker"]])).to_numpy()
+    r = frame["predicted_return"].to_numpy()
+    h = bundle.half_width
+    return pd.DataFrame(
+        {
+            "as_of_date": frame["trade_date"].to_numpy(),
+            "ticker": frame["ticker"].to_numpy(),
+            "last_close": last,
+            "predicted_return": r,
+            "lower_return": r - h,
+            "upper_return": r + h,
+            "predicted_close": last * np.exp(r),
+            "lower": last * np.exp(r - h),
+            "upper": last * np.exp(r + h),
+        }
+    )
+
+
+def build_net(bundle: Bundle):
+    from stock_assets.ml.networks import Forecaster
+
+    p = bundle.model_params
+    return Forecaster(
+        len(bundle.features),
+        len(bundle.tickers),
+        p["hidden"],
+        p["layers"],
+        p["dropout"],
+        p["arch"],
+    )
+
+
+try:
+    import mlflow.pyfunc
+
+    class ForecasterModel(mlflow.pyfunc.PythonModel):
+        """The MLflow face of a Bundle (+ weights): predict(raw_prices) → predictions."""
+
+        def load_context(self, context) -> None:
+            import torch
+
+            self.bundle = Bundle.load(Path(context.artifacts["bundle"]))
+            self.net = None
+            if self.bundle.kind != NAIVE:
+                self.net = build_net(self.bundle)
+                state = torch.load(context.artifacts["weights"], weights_only=True)
+                self.net.load_state_dict(state)
+                self.net.eval()
+
+        def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+            return predict_from_prices(self.bundle, self.net, model_input)
+
+except ImportError:  # pragma: no cover - mlflow is a dependency
+    pass

@@ -1,7 +1,0 @@
-"""MLflow "model from code" entry: logging this file instead of a pickled object."""
-
-import mlflow
-
-from stock_assets.forecaster import ForecasterModel
-
-mlflow.models.set_model(ForecasterModel())

@@ -1,0 +1,177 @@
+"""Alert sensors against a real SMTP sink (aiosmtpd) and a real HTTP receiver, both on loopback,
+fed by real failing Dagster runs on a real instance."""
+
+import dataclasses
+import email
+import json
+import logging
+import threading
+from email.policy import default
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from aiosmtpd.controller import Controller
+from dagster import (
+    DagsterInstance,
+    SkipReason,
+    build_run_status_sensor_context,
+    build_sensor_context,
+)
+from dagster._core.storage.tags import (
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+)
+
+from stock_assets.definitions import build_definitions
+from stock_assets.defs.alerts import check_failure_alert, run_failure_alert
+from stock_assets.market.sources import CsvSource
+from stock_assets.runtime.alerts import Alert, AlertDeliveryError, deliver
+from stock_assets.settings import alert_settings, load_settings
+from stock_assets_tests.servers import free_port
+
+
+class _Sink:
+    def __init__(self) -> None:
+        self.messages: list[email.message.Message] = []
+
+    async def handle_DATA(self, server, session, envelope):
+        self.messages.append(email.message_from_bytes(envelope.content, policy=default))
+        return "250 OK"
+
+
+@pytest.fixture
+def smtp():
+    sink = _Sink()
+    controller = Controller(sink, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    yield controller, sink
+    controller.stop()
+
+
+@pytest.fixture
+def webhook():
+    received: list[dict] = []
+    state = {"status": 204}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            length = int(self.headers["Content-Length"])
+            received.append(json.loads(self.rfile.read(length)))
+            self.send_response(state["status"])
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/hook", received, state
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def channels(smtp, webhook, monkeypatch):
+    controller, sink = smtp
+    url, received, state = webhook
+    monkeypatch.setenv("STOCK_ASSETS_ALERT_SMTP_HOST", "127.0.0.1")
+    monkeypatch.setenv("STOCK_ASSETS_ALERT_SMTP_PORT", str(controller.port))
+    monkeypatch.setenv("STOCK_ASSETS_ALERT_SMTP_STARTTLS", "false")
+    monkeypatch.setenv("STOCK_ASSETS_ALERT_EMAIL_TO", "ops@example.com, oncall@example.com")
+    monkeypatch.setenv("STOCK_ASSETS_ALERT_WEBHOOK_URL", url)
+    return sink.messages, received, state
+
+
+def _bad_ohlc_run(tmp_path: Path, instance: DagsterInstance):
+    """ingest_prices over a CSV whose 2024-01-04 bar has high < close: the blocking check fails."""
+    header = "Date,Open,High,Low,Close,Adj Close,Volume\n"
+    rows = (
+        "2024-01-02,10,11,9,10.5,10.5,100\n2024-01-03,10.5,11,10,10.8,10.8,100\n"
+        "2024-01-04,10,10.2,10,10.9,10.9,100\n"
+    )
+    (tmp_path / "BAD.csv").write_text(header + rows)
+    settings = dataclasses.replace(load_settings(), start_date="2024-01-02")
+    job = build_definitions(settings, source=CsvSource(tmp_path)).resolve_job_def("ingest_prices")
+    return job.execute_in_process(
+        instance=instance,
+        tags={
+            ASSET_PARTITION_RANGE_START_TAG: "2024-01-02",
+            ASSET_PARTITION_RANGE_END_TAG: "2024-01-04",
+        },
+        raise_on_error=False,
+    )
+
+
+def test_failed_run_is_mailed_and_posted(stocks_url, tmp_path, channels):
+    mails, posts, _ = channels
+    instance = DagsterInstance.ephemeral()
+    result = _bad_ohlc_run(tmp_path, instance)
+    assert not result.success
+    context = build_run_status_sensor_context(
+        sensor_name="run_failure_alert",
+        dagster_instance=instance,
+        dagster_run=result.dagster_run,
+        dagster_event=result.get_run_failure_event(),
+    ).for_run_failure()
+    run_failure_alert(context)
+    assert len(mails) == 1 and len(posts) == 1
+    mail = mails[0]
+    assert mail["Subject"] == "[stock_assets] run of ingest_prices (2024-01-02…2024-01-04) failed"
+    assert mail["To"] == "ops@example.com, oncall@example.com"
+    assert result.run_id in mail.get_content()
+    assert posts[0]["kind"] == "run_failure"
+    assert posts[0]["details"]["run_id"] == result.run_id
+    assert posts[0]["details"]["job"] == "ingest_prices"
+
+
+def test_failed_checks_are_alerted_once_from_the_first_tick_on(stocks_url, tmp_path, channels):
+    mails, posts, _ = channels
+    instance = DagsterInstance.ephemeral()
+    first = build_sensor_context(instance=instance)
+    assert isinstance(check_failure_alert(first), SkipReason)
+    result = _bad_ohlc_run(tmp_path, instance)
+    failed = [e for e in result.get_asset_check_evaluations() if not e.passed]
+    assert [e.check_name for e in failed] == ["ohlc_consistent"]
+    second = build_sensor_context(instance=instance, cursor=first.cursor)
+    outcome = check_failure_alert(second)
+    assert "1 failed check(s) alerted" in outcome.skip_message
+    (mail,) = mails
+    assert mail["Subject"].startswith(
+        "[stock_assets] ERROR check raw_prices.ohlc_consistent failed"
+    )
+    assert "high < max(open, close)" in mail.get_content()
+    assert posts[0]["kind"] == "check_failure"
+    assert posts[0]["details"]["check"] == "ohlc_consistent"
+    assert posts[0]["details"]["run_id"] == result.run_id
+    third = build_sensor_context(instance=instance, cursor=second.cursor)
+    check_failure_alert(third)
+    assert len(mails) == 1 and len(posts) == 1  # nothing new: nothing resent
+
+
+def test_without_channels_an_alert_is_only_logged(monkeypatch, caplog):
+    for name in ("STOCK_ASSETS_ALERT_SMTP_HOST", "STOCK_ASSETS_ALERT_WEBHOOK_URL"):
+        monkeypatch.delenv(name, raising=False)
+    with caplog.at_level(logging.WARNING, logger="stock_assets.runtime.alerts"):
+        assert deliver(Alert("run_failure", "subject X", "body Y"), alert_settings()) == []
+    assert "no email or webhook configured" in caplog.text and "subject X" in caplog.text
+
+
+def test_a_failing_channel_is_named_and_the_other_still_delivers(channels):
+    mails, posts, state = channels
+    state["status"] = 500
+    with pytest.raises(
+        AlertDeliveryError, match=r"not delivered by webhook: HTTPError.*500"
+    ) as err:
+        deliver(Alert("run_failure", "subject Z", "body"), alert_settings())
+    assert "(delivered by email)" in str(err.value)
+    assert [m["Subject"] for m in mails] == ["subject Z"]  # email went out
+    assert [p["subject"] for p in posts] == ["subject Z"]  # the receiver got it, answered 500
+
+
+def test_smtp_host_without_recipients_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("STOCK_ASSETS_ALERT_SMTP_HOST", "127.0.0.1")
+    monkeypatch.delenv("STOCK_ASSETS_ALERT_EMAIL_TO", raising=False)
+    with pytest.raises(ValueError, match="STOCK_ASSETS_ALERT_EMAIL_TO is empty"):
+        alert_settings()

@@ -1,0 +1,167 @@
+"""raw_prices and its checks under real Dagster execution on the embedded Postgres."""
+
+import dataclasses
+import datetime as dt
+from pathlib import Path
+
+import pandas as pd
+import psycopg2
+from dagster import AssetKey, DagsterInstance
+from dagster._core.storage.tags import (
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+)
+
+from stock_assets.definitions import build_definitions
+from stock_assets.market.sources import CsvSource, SyntheticSource, YahooSource
+from stock_assets.settings import load_settings
+from stock_assets_tests.conftest import query
+from stock_assets_tests.fake_yahoo import FakeYahoo
+
+SYN = SyntheticSource(seed=5, n_tickers=3, start=dt.date(2023, 12, 1), end=dt.date(2024, 3, 28))
+
+
+def _job(source, start: str, tickers=None):
+    settings = dataclasses.replace(load_settings(), start_date=start, tickers=tickers)
+    return build_definitions(settings, source=source).resolve_job_def("ingest_prices")
+
+
+def _run(job, first: str, last: str | None = None, instance=None):
+    tags = {}
+    kwargs = {"partition_key": first} if last is None else {}
+    if last is not None:
+        tags = {ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last}
+    return job.execute_in_process(
+        instance=instance or DagsterInstance.ephemeral(), tags=tags, raise_on_error=False, **kwargs
+    )
+
+
+def _checks(result) -> dict[str, tuple[bool, str]]:
+    return {
+        e.check_name: (e.passed, e.severity.value) for e in result.get_asset_check_evaluations()
+    }
+
+
+def test_backfill_with_holidays_writes_sessions_and_labels_closed_days(stocks_url):
+    instance = DagsterInstance.ephemeral()
+    result = _run(_job(SYN, "2023-12-01"), "2024-01-01", "2024-01-19", instance)
+    assert result.success
+    assert query(stocks_url, "SELECT count(*), count(DISTINCT trade_date) FROM raw_prices") == [
+        (3 * 13, 13)
+    ]
+    assert _checks(result) == {
+        "ohlc_consistent": (True, "ERROR"),
+        "price_jumps": (True, "WARN"),
+        "calendar_complete": (True, "ERROR"),
+    }
+    records = instance.fetch_materializations(AssetKey("raw_prices"), limit=100).records
+    metadata = {r.partition_key: r.asset_materialization.metadata for r in records}
+    assert len(metadata) == 15  # 15 weekdays, 13 sessions
+    assert metadata["2024-01-15"]["exchange_open"].value is False
+    assert metadata["2024-01-15"]["rows"].value == 0
+    assert metadata["2024-01-16"]["rows"].value == 3
+    assert "price_chart" not in metadata["2024-01-16"]  # 15 partitions: too many for charts
+
+
+def test_small_run_gets_a_chart(stocks_url):
+    instance = DagsterInstance.ephemeral()
+    assert _run(_job(SYN, "2023-12-01"), "2024-01-16", "2024-01-17", instance).success
+    record = instance.fetch_materializations(AssetKey("raw_prices"), limit=1).records[0]
+    assert record.asset_materialization.metadata["price_chart"].value.startswith("![raw_prices")
+
+
+def test_one_ticker_missing_fails_the_partition_and_writes_nothing(
+    stocks_url, monkeypatch, tmp_path
+):
+    truth = SYN.fetch(["SYN000", "SYN001"], SYN.start, SYN.end)
+    fake = FakeYahoo(truth).install(monkeypatch)
+    source = YahooSource(retries=0, cache_dir=tmp_path, sleep=lambda s: None)
+    job = _job(source, "2023-12-01", tickers=("SYN000", "SYN001"))
+    assert _run(job, "2024-01-16").success
+    fake.drop.add(("SYN001", dt.date(2024, 1, 17)))
+    result = _run(job, "2024-01-16", "2024-01-17")
+    assert not result.success
+    failure = result.failure_data_for_node("raw_prices").error.to_string()
+    assert "SYN001 on 2024-01-17" in failure
+    assert query(stocks_url, "SELECT trade_date::text, count(*) FROM raw_prices GROUP BY 1") == [
+        ("2024-01-16", 2)
+    ]
+
+
+def _drop_raw_prices(url: str) -> None:
+    with psycopg2.connect(url) as c, c.cursor() as cur:
+        cur.execute("DROP TABLE raw_prices")
+
+
+def _bokeh_csv(folder: Path) -> CsvSource:
+    from bokeh_sampledata.stocks import AAPL
+
+    frame = pd.DataFrame(AAPL).rename(columns={"adj_close": "Adj Close"})
+    frame.to_csv(folder / "AAPL.csv", index=False)
+    return CsvSource(folder)
+
+
+def test_real_split_passes_and_real_crash_warns(stocks_url, tmp_path):
+    job = _job(_bokeh_csv(tmp_path), "2000-03-01")
+    split = _run(job, "2005-02-22", "2005-03-04")
+    assert split.success and _checks(split)["price_jumps"] == (True, "WARN")
+    _drop_raw_prices(stocks_url)  # else the 2000…2005 gap fails calendar_complete
+    crash = _run(job, "2000-09-25", "2000-10-03")
+    assert crash.success  # a warning does not fail the run
+    assert _checks(crash)["price_jumps"] == (False, "WARN")
+    evaluation = next(
+        e for e in crash.get_asset_check_evaluations() if e.check_name == "price_jumps"
+    )
+    assert evaluation.metadata["genuine_moves"].value == 1
+    assert "2000-09-29" in evaluation.metadata["jumps"].value
+
+
+def test_one_day_run_is_checked_against_the_stored_day_before(stocks_url, tmp_path):
+    job = _job(_bokeh_csv(tmp_path), "2000-03-01")
+    assert _run(job, "2000-09-28").success
+    crash = _run(job, "2000-09-29")
+    assert _checks(crash)["price_jumps"] == (False, "WARN")
+
+
+def _bad_csv(folder: Path, rows: str) -> CsvSource:
+    header = "Date,Open,High,Low,Close,Adj Close,Volume\n"
+    good = "2024-01-02,10,11,9,10.5,10.5,100\n2024-01-03,10.5,11,10,10.8,10.8,100\n"
+    (folder / "BAD.csv").write_text(header + good + rows)
+    return CsvSource(folder)
+
+
+def test_injected_ohlc_violation_fails_its_check_and_blocks(stocks_url, tmp_path):
+    job = _job(_bad_csv(tmp_path, "2024-01-04,10,10.2,10,10.9,10.9,100\n"), "2024-01-02")
+    result = _run(job, "2024-01-02", "2024-01-04")
+    assert _checks(result)["ohlc_consistent"] == (False, "ERROR")
+    evaluation = next(
+        e for e in result.get_asset_check_evaluations() if e.check_name == "ohlc_consistent"
+    )
+    assert "high < max(open, close)" in evaluation.metadata["examples"].value
+
+
+def test_unit_error_fails_price_jumps(stocks_url, tmp_path):
+    job = _job(_bad_csv(tmp_path, "2024-01-04,1080,1100,1000,1080,1080,100\n"), "2024-01-02")
+    result = _run(job, "2024-01-02", "2024-01-04")
+    assert _checks(result)["price_jumps"] == (False, "ERROR")
+
+
+def test_calendar_gap_in_stored_history_fails_completeness(stocks_url):
+    job = _job(SYN, "2023-12-01")
+    assert _run(job, "2024-01-02", "2024-01-12").success
+    with psycopg2.connect(stocks_url) as c, c.cursor() as cur:
+        cur.execute("DELETE FROM raw_prices WHERE trade_date = '2024-01-05' AND ticker = 'SYN002'")
+    result = _run(job, "2024-01-16")
+    passed, severity = _checks(result)["calendar_complete"]
+    assert (passed, severity) == (False, "ERROR")
+    evaluation = next(
+        e for e in result.get_asset_check_evaluations() if e.check_name == "calendar_complete"
+    )
+    assert evaluation.metadata["missing_by_ticker"].value == {"SYN002": 1}
+
+
+def test_date_outside_the_source_is_refused_before_writing(stocks_url):
+    result = _run(_job(SYN, "2023-12-01"), "2024-04-01")
+    assert not result.success
+    assert "outside the data it has" in result.failure_data_for_node("raw_prices").error.to_string()
+    assert query(stocks_url, "SELECT to_regclass('raw_prices') IS NULL") == [(True,)]

@@ -1,0 +1,78 @@
+"""Features are causal, complete after warm-up, and the target is the next session's return."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from stock_assets.market.sources import SampleSource, Split, SyntheticSource
+from stock_assets.ml.features import FEATURES, WARMUP, compute_features, next_log_return
+
+SYN = SyntheticSource(
+    seed=2,
+    n_tickers=3,
+    start=dt.date(2018, 1, 2),
+    end=dt.date(2020, 6, 30),
+    splits=(Split("SYN001", dt.date(2019, 3, 4), 3.0),),
+)
+PRICES = SYN.fetch(SYN.default_tickers, SYN.start, SYN.end)
+
+
+@pytest.mark.parametrize("n", [WARMUP + 1, WARMUP + 37, 400, 555])
+def test_prefix_features_equal_full_history_features(n):
+    full = compute_features(PRICES)
+    cut = sorted(PRICES["trade_date"].unique())[n - 1]
+    prefix = compute_features(PRICES[PRICES["trade_date"] <= cut])
+    head = full[full["trade_date"] <= cut].reset_index(drop=True)
+    pd.testing.assert_frame_equal(prefix.reset_index(drop=True), head)
+
+
+def test_future_prices_do_not_move_past_features():
+    cut = dt.date(2019, 6, 28)
+    changed = PRICES.copy()
+    later = changed["trade_date"] > cut
+    changed.loc[later, ["open", "high", "low", "close", "adj_close"]] *= 1000
+    a = compute_features(PRICES)
+    b = compute_features(changed)
+    pd.testing.assert_frame_equal(a[a.trade_date <= cut], b[b.trade_date <= cut])
+
+
+def test_warmup_dropped_and_no_nan():
+    feats = compute_features(PRICES)
+    first = feats.groupby("ticker")["trade_date"].min()
+    sessions = sorted(PRICES["trade_date"].unique())
+    assert set(first) == {sessions[WARMUP]}
+    assert np.isfinite(feats[list(FEATURES)].to_numpy()).all()
+
+
+def test_split_is_invisible_in_features():
+    """SYN001's 3:1 split moves the raw close; adjusted features do not jump."""
+    feats = compute_features(PRICES).set_index(["ticker", "trade_date"])
+    ret = feats.loc["SYN001", "ret_1"]
+    assert abs(ret.loc[dt.date(2019, 3, 4)]) < 0.1
+
+
+def test_target_is_next_log_return_and_unknown_at_the_end():
+    target = next_log_return(PRICES)
+    one = PRICES.assign(target=target)[PRICES.ticker == "SYN000"].reset_index(drop=True)
+    expected = np.log(one["adj_close"].shift(-1) / one["adj_close"])
+    np.testing.assert_allclose(one["target"][:-1], expected[:-1])
+    assert np.isnan(one["target"].iloc[-1])
+
+
+def test_too_short_history_is_a_clear_error():
+    short = PRICES[PRICES["trade_date"] <= sorted(PRICES["trade_date"].unique())[100]]
+    with pytest.raises(
+        ValueError, match=r"SYN000: 101 rows of history, features need more than 200"
+    ):
+        compute_features(short)
+
+
+def test_real_sample_features_are_finite():
+    prices = SampleSource().fetch(["^GSPC", "^IXIC"], dt.date(1999, 1, 4), dt.date(2017, 12, 29))
+    feats = compute_features(prices)
+    assert len(feats) == 2 * (len(prices) // 2 - WARMUP)
+    assert np.isfinite(feats[list(FEATURES)].to_numpy()).all()
