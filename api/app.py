@@ -30,9 +30,10 @@ log = logging.getLogger("stock_assets.api")
 
 def config_from_environment() -> ApiConfig:
     """STOCK_ASSETS_API_DB_URL (e.g. a read-only role) wins over the platform's own URL."""
-    from stock_assets.settings import api_settings, operations_settings, retraining_settings
+    from stock_assets.settings import load_settings
 
-    url = os.environ.get("STOCK_ASSETS_API_DB_URL") or os.environ.get("STOCK_ASSETS_DB_URL")
+    settings = load_settings()
+    url = settings.api.db_url or os.environ.get("STOCK_ASSETS_DB_URL")
     if not url:
         raise RuntimeError(
             "no database URL: set STOCK_ASSETS_API_DB_URL, or start through `stock-assets api` "
@@ -41,10 +42,10 @@ def config_from_environment() -> ApiConfig:
     return ApiConfig(
         db_url=url,
         tracking_uri=os.environ.get("MLFLOW_TRACKING_URI") or None,
-        model_name=retraining_settings()["model_name"],
-        exchange=os.environ.get("STOCK_ASSETS_EXCHANGE") or "XNYS",
-        rolling_window=operations_settings()["rolling_window"],
-        alias_seconds=api_settings()["alias_seconds"],
+        model_name=settings.retraining.model_name,
+        exchange=settings.market.exchange,
+        rolling_window=settings.operations.rolling_window,
+        alias_seconds=settings.api.alias_seconds,
     )
 
 

@@ -17,7 +17,8 @@ from typing import Any
 
 import asyncpg
 
-from stock_assets.storage.writer import WRITES_CHANNEL
+from stock_assets.storage import schema
+from stock_assets.storage.schema import WRITES_CHANNEL
 
 # Errors that say "the database cannot be used right now", not "this query is wrong".
 _UNAVAILABLE = (
@@ -31,10 +32,12 @@ _UNAVAILABLE = (
 )
 
 LISTEN_RETRY_SECONDS = 5.0
-PREDICTION_COLUMNS = """
-    p.ticker, p.as_of_date, p.target_date, p.last_close, p.predicted_close, p.lower, p.upper,
-    p.predicted_return, p.model_name, p.model_version::text AS model_version,
-    p.mlflow_run_id, p.dataset_run_id, p.in_sample"""
+# what an answer shows of a prediction row: every stored column but the write time
+PREDICTION_COLUMNS = ", ".join(
+    "p.model_version::text AS model_version" if c == "model_version" else f"p.{c}"
+    for c in schema.PREDICTION_COLUMNS
+    if c != "created_at"
+)
 
 
 class DatabaseUnavailable(RuntimeError):

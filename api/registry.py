@@ -17,7 +17,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-ALIAS = "production"
+from stock_assets.storage.schema import PRODUCTION_ALIAS
+
+ALIAS = PRODUCTION_ALIAS
 _FINAL = {"FINISHED", "FAILED", "KILLED"}
 
 

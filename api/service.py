@@ -16,6 +16,12 @@ from api.cache import VersionedCache
 from api.db import Database
 from api.registry import RegistryReader, RegistryUnavailable
 from stock_assets.market.calendars import last_closed_session
+from stock_assets.settings import (
+    ApiSettings,
+    MarketSettings,
+    OperationsSettings,
+    RetrainingSettings,
+)
 
 DEFAULT_HISTORY_DAYS = 365
 
@@ -24,11 +30,11 @@ DEFAULT_HISTORY_DAYS = 365
 class ApiConfig:
     db_url: str
     tracking_uri: str | None
-    model_name: str = "stock_forecaster"
-    exchange: str = "XNYS"
-    rolling_window: int = 20
+    model_name: str = RetrainingSettings.model_name
+    exchange: str = MarketSettings.exchange
+    rolling_window: int = OperationsSettings.rolling_window
     pool_size: int = 8
-    alias_seconds: float = 30.0
+    alias_seconds: float = ApiSettings.alias_seconds
 
 
 def not_found(detail: str) -> HTTPException:

@@ -89,20 +89,14 @@ def demo(end: str) -> None:
 @click.option("--port", type=int, default=None, help="Port [STOCK_ASSETS_API_PORT, 8000].")
 @click.option("--log-level", default="info", show_default=True)
 def api(host: str | None, port: int | None, log_level: str) -> None:
-    import os
-
     import uvicorn
 
     try:
-        prepare(load_settings())  # the same state as every other command
-    except postgres.DatabaseUnavailable as exc:
+        settings = load_settings()
+        prepare(settings)  # the same state as every other command
+    except (ValueError, postgres.DatabaseUnavailable) as exc:
         _fail(str(exc))
-    host = host or os.environ.get("STOCK_ASSETS_API_HOST") or "127.0.0.1"
-    raw_port = os.environ.get("STOCK_ASSETS_API_PORT") or "8000"
-    try:
-        port = port or int(raw_port)
-    except ValueError:
-        _fail(f"STOCK_ASSETS_API_PORT must be a port number, got {raw_port!r}")
+    host, port = host or settings.api.host, port or settings.api.port
     click.echo(f"dashboard  http://{host}:{port}/    API docs  http://{host}:{port}/docs")
     uvicorn.run(
         "api.app:create_app",
@@ -182,14 +176,12 @@ def retrain_cmd(cutoff, reason: str) -> None:
 
 
 def _registry_conn():
-    from stock_assets.defs.resources import PostgresResource
-    from stock_assets.defs.tracking import tracking_uri
-    from stock_assets.lifecycle.registry import configure
+    from stock_assets.lifecycle.registry import setup
 
     settings = load_settings()
     prepare(settings)
-    configure(tracking_uri(), settings.mlflow_artifacts)
-    return PostgresResource().connect()
+    setup(settings)
+    return postgres.connect(postgres.ready_server(settings).for_db("stocks"))
 
 
 @main.command(help="Move the production alias to a registered version by hand.")
@@ -197,9 +189,8 @@ def _registry_conn():
 @click.option("--reason", default="manual promotion", show_default=True)
 def promote(version: str, reason: str) -> None:
     from stock_assets.lifecycle.registry import move_alias
-    from stock_assets.settings import retraining_settings
 
-    name = retraining_settings()["model_name"]
+    name = load_settings().retraining.model_name
     with _registry_conn() as conn:
         try:
             previous = move_alias(conn, name, version, reason)
@@ -212,9 +203,8 @@ def promote(version: str, reason: str) -> None:
 @click.option("--reason", default="rollback", show_default=True)
 def rollback(reason: str) -> None:
     from stock_assets.lifecycle.registry import move_alias, rollback_target
-    from stock_assets.settings import retraining_settings
 
-    name = retraining_settings()["model_name"]
+    name = load_settings().retraining.model_name
     with _registry_conn() as conn:
         try:
             target = rollback_target(conn, name)

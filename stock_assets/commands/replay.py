@@ -28,7 +28,7 @@ from dagster._core.storage.tags import (
 )
 
 from stock_assets.defs.resources import PostgresResource
-from stock_assets.defs.retraining import REASON_TAG
+from stock_assets.defs.tags import CHECK_STEP, REASON_TAG
 from stock_assets.market.calendars import previous_session, sessions_between
 from stock_assets.storage.prices import stored_span
 from stock_assets.storage.writer import query_frame
@@ -105,7 +105,7 @@ def run_replay(
     sessions = sessions_between(start, end, exchange)
     if not sessions:
         raise ReplayError(f"no {exchange} session between {start} and {end}")
-    source = defs.resources["price_source"]
+    source = defs.resources["price_source"].source()
     tickers = defs.resources["market"].ticker_list()
     try:
         source.check(tickers, history_start, sessions[-1])
@@ -124,7 +124,7 @@ def run_replay(
         run_range(defs, instance, "ingest_prices", str(history_start), str(before))
     cursor = done["sensor_cursor"].iloc[-1] if len(done) else None
     sensor = defs.resolve_sensor_def("retraining_sensor")
-    resources = {k: defs.resources[k] for k in ("stocks_db", "registry", "market")}
+    resources = {k: defs.resources[k] for k in ("stocks_db", "registry", "market", "policy")}
     todo = [d for d in sessions if d not in completed]
     if completed:
         echo(f"resuming: {len(completed)} of {len(sessions)} sessions already replayed")
@@ -149,7 +149,7 @@ def run_replay(
                     raise_on_error=False,
                 )
                 failed = [e.step_key for e in outcome.all_events if e.is_step_failure]
-                if failed and failed != ["candidate_model_beats_production"]:
+                if failed and failed != [CHECK_STEP]:
                     raise ReplayError(f"retraining {key} failed in {failed}")
                 retraining = key
         with db.connect() as conn, conn.cursor() as cur:
@@ -303,8 +303,8 @@ def replay_into(
     echo(f"replay state folder: {settings.home}{' (in place)' if in_place else ''}")
     prepare(settings)
     defs = build_definitions(settings, retraining=retraining, thresholds=thresholds)
-    source = defs.resources["price_source"]
-    history_start = dt.date.fromisoformat(settings.start_date or source.default_start)
+    source = defs.resources["price_source"].source()
+    history_start = dt.date.fromisoformat(settings.market.start_date or source.default_start)
     return run_replay(
         defs,
         DagsterInstance.get(),
@@ -312,6 +312,6 @@ def replay_into(
         end,
         history_start,
         settings.home / "replay",
-        settings.exchange,
+        settings.market.exchange,
         echo,
     )

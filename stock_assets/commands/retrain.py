@@ -9,12 +9,10 @@ from dagster import DagsterInstance, Definitions
 
 from stock_assets.defs.partitions import dataset_runs_partitions
 from stock_assets.defs.resources import PostgresResource
-from stock_assets.defs.retraining import REASON_TAG
+from stock_assets.defs.tags import CHECK_STEP, REASON_TAG
 from stock_assets.lifecycle.dataset_runs import next_key
 from stock_assets.lifecycle.registry import production
 from stock_assets.storage.prices import stored_span
-
-CHECK_STEP = "candidate_model_beats_production"
 
 
 @dataclass

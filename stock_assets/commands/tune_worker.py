@@ -1,30 +1,30 @@
 """`stock-assets tune-worker`: an extra Optuna worker for a retraining that is tuning right now.
 
-Workers scale out through the database, not through Dagster: the `tuned_params` step's study lives
-in the `stocks` database, so any machine that reaches it can run trials of the same study with the
-same objective (features and scalers read from the same tables). The budget is the study's: the
-step and every worker stop once the study has that many finished trials. A worker samples with
-its own random stream, so it does not repeat the step's suggestions.
+Workers scale out through the database, not through Dagster (nothing here imports it): the
+`tuned_params` step's study lives in the `stocks` database, so any machine that reaches it can
+run trials of the same study with the same objective (features and scalers read from the same
+tables). The budget is the study's: the step and every worker stop once the study has that many
+finished trials. A worker samples with its own random stream, so it does not repeat the step's
+suggestions.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import optuna
 
-from stock_assets.defs.resources import PostgresResource
-from stock_assets.defs.retraining import (
-    RetrainingConfig,
+from stock_assets.ml.tuning import (
+    FINISHED,
     budget_callback,
     open_study,
     open_study_name,
-    tuning_objective,
+    study_objective,
 )
-from stock_assets.settings import retraining_settings
+from stock_assets.runtime.postgres import connect, ready_server
+from stock_assets.settings import load_settings
 from stock_assets.storage.writer import Slice, read_slice
-
-FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 
 
 def run_worker(
@@ -36,19 +36,23 @@ def run_worker(
     """Run trials of dataset run `key`'s open study until it has `budget` finished trials;
     returns how many this worker finished. `retraining` overrides settings, as in
     `build_definitions` (the step and its workers must share the search space)."""
-    db = PostgresResource()
-    storage = optuna.storages.RDBStorage(url=db.url_for_driver("psycopg2"))
+    settings = load_settings()
+    config = dataclasses.replace(settings.retraining, **(retraining or {}))
+    server = ready_server(settings)
+    storage = optuna.storages.RDBStorage(url=server.for_db("stocks", driver="psycopg2"))
     name = open_study_name(storage, key)
     if name is None:
         raise ValueError(
             f"no open study for dataset run {key!r}: a worker joins the tuned_params step of a "
             "retraining while it runs (start the retraining first)"
         )
-    config = RetrainingConfig(**{**retraining_settings(), **(retraining or {})})
     where = Slice(column="dataset_run_id", keys=(key,))
-    with db.connect() as conn:
+    conn = connect(server.for_db("stocks"))
+    try:
         processed = read_slice(conn, "processed_features", where)
         scalers = read_slice(conn, "scalers", where)
+    finally:
+        conn.close()
     if processed.empty or scalers.empty:
         raise ValueError(f"dataset run {key!r} has no processed_features/scalers rows yet")
     study = open_study(storage, name, seed=None)
@@ -64,7 +68,7 @@ def run_worker(
     echo(f"joined study {name}: {finished} of {budget} trials finished")
     if finished < budget:
         study.optimize(
-            tuning_objective(processed, scalers, config),
+            study_objective(processed, scalers, config),
             n_trials=budget - finished,
             callbacks=[budget_callback(budget), count],
         )

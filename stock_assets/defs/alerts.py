@@ -27,7 +27,7 @@ from dagster._core.storage.tags import (
 )
 
 from stock_assets.runtime.alerts import Alert, AlertDeliveryError, deliver
-from stock_assets.settings import alert_settings
+from stock_assets.settings import AlertSettings
 
 WATCHED_CHECKS = (AssetKey("raw_prices"), AssetKey("candidate_model"))
 BATCH = 200
@@ -69,7 +69,7 @@ def run_failure_alert(context: RunFailureSensorContext) -> None:
     alert = run_failure_alert_for(
         run.run_id, run.job_name, dict(run.tags), steps, "\n".join(messages)
     )
-    channels = deliver(alert, alert_settings())
+    channels = deliver(alert, AlertSettings.from_env())
     context.log.info(f"alerted by {', '.join(channels) or 'log only'}: {alert.subject}")
 
 
@@ -114,7 +114,7 @@ def check_failure_alert(context: SensorEvaluationContext):
         newest = records[0].storage_id if records else 0
         context.update_cursor(str(newest))
         return SkipReason(f"watching check evaluations after event {newest}")
-    cfg = alert_settings()
+    cfg = AlertSettings.from_env()
     sent, problems = 0, []
     for record in records:
         entry = record.event_log_entry

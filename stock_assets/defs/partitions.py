@@ -1,10 +1,15 @@
-"""Partitions definitions shared by the assets."""
+"""Partitions definitions shared by the assets.
+
+Assets are declared at module level with the default `trading_days` (the sample source's start);
+the code location re-times them to the configured start and time zone (`retimed`).
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 
-from dagster import DynamicPartitionsDefinition, TimeWindowPartitionsDefinition
+from dagster import AssetsDefinition, DynamicPartitionsDefinition, TimeWindowPartitionsDefinition
 
 PARTITION_FMT = "%Y-%m-%d"
 
@@ -16,7 +21,7 @@ def trading_days_partitions(start: str, timezone: str) -> TimeWindowPartitionsDe
     """Weekday partitions in the exchange's time zone.
 
     `end_offset=1` makes a session's own partition exist once it has closed: without it a
-    schedule firing at 18:30 on 2018-12-31 targets 2018-12-28 (DESIGN.md §2).
+    schedule firing at 18:30 on 2018-12-31 targets 2018-12-28 (docs/architecture.md).
     """
     dt.datetime.strptime(start, PARTITION_FMT)  # a clear error for a malformed start date
     return TimeWindowPartitionsDefinition(
@@ -26,3 +31,18 @@ def trading_days_partitions(start: str, timezone: str) -> TimeWindowPartitionsDe
         timezone=timezone,
         end_offset=1,
     )
+
+
+trading_days = trading_days_partitions("1999-01-04", "America/New_York")
+
+
+def retimed(
+    assets: Sequence[AssetsDefinition], partitions_def: TimeWindowPartitionsDefinition
+) -> list[AssetsDefinition]:
+    """The same assets on another trading_days definition (start and time zone)."""
+    return [
+        a.map_asset_specs(lambda spec: spec.replace_attributes(partitions_def=partitions_def))
+        if isinstance(a.partitions_def, TimeWindowPartitionsDefinition)
+        else a
+        for a in assets
+    ]

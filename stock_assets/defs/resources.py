@@ -1,18 +1,38 @@
-"""Thin resources: which database to talk to, and which price source to read."""
+"""Thin Dagster resources: which database, which market and price source, and the settings of
+each concern as UI-visible config. Defaults live only in `stock_assets/settings.py`: every
+resource here is built from a settings section (`of`) and turns back into one (`settings`).
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from dagster import ConfigurableResource
+from dagster import Config, ConfigurableResource
 
+from stock_assets.market.sources import (
+    CsvSource,
+    PriceSource,
+    Regime,
+    SampleSource,
+    Split,
+    SyntheticSource,
+    YahooSource,
+)
 from stock_assets.runtime.postgres import ServerUrl, connect, ready_server
-from stock_assets.settings import Settings, load_settings
+from stock_assets.settings import (
+    OperationsSettings,
+    PolicySettings,
+    RetrainingSettings,
+    Settings,
+    load_settings,
+)
 
 
 @lru_cache(maxsize=8)
@@ -56,8 +76,202 @@ class MarketResource(ConfigurableResource):
     """Which tickers on which exchange; chart only runs of at most `chart_max_partitions`."""
 
     tickers: list[str]
-    exchange: str = "XNYS"
-    chart_max_partitions: int = 5
+    exchange: str
+    chart_max_partitions: int
 
     def ticker_list(self) -> list[str]:
         return list(dict.fromkeys(self.tickers))
+
+
+class SectionResource(ConfigurableResource):
+    """A settings section as resource config: the same fields, no defaults of its own."""
+
+    section: ClassVar[type]
+
+    @classmethod
+    def of(cls, settings: Any) -> Any:
+        values = dataclasses.asdict(settings)
+        return cls(**{k: list(v) if isinstance(v, tuple) else v for k, v in values.items()})
+
+    def settings(self) -> Any:
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self.section)}
+        return self.section(
+            **{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+        ).validate()
+
+
+class RetrainingConfig(SectionResource):
+    """Budgets and rules of a retraining (`RetrainingSettings`)."""
+
+    section: ClassVar[type] = RetrainingSettings
+    model_name: str
+    n_trials: int
+    timeout_seconds: float | None
+    max_epochs: int
+    correlation_threshold: float | None
+    promotion_margin: float
+    min_common_window: int
+    validation: float
+    calibration: float
+    test: float
+    gap: int
+    patience: int
+    seed: int
+    seq_lens: list[int]
+    hidden_sizes: list[int]
+    layer_counts: list[int]
+    batch_sizes: list[int]
+    architectures: list[str]
+
+
+class OperationsConfig(SectionResource):
+    """Daily operations: scoring window, JSON files, late-data retries (`OperationsSettings`)."""
+
+    section: ClassVar[type] = OperationsSettings
+    rolling_window: int
+    export_dir: str | None  # None: $STOCK_ASSETS_HOME/predictions
+    ingest_retries: int
+    ingest_retry_seconds: int
+
+
+class PolicyConfig(SectionResource):
+    """The retraining sensor's thresholds (`PolicySettings`)."""
+
+    section: ClassVar[type] = PolicySettings
+    skill_floor: float
+    skill_sessions: int
+    mape_ceiling: float
+    coverage_band: list[float]
+    min_scored: int
+    stale_sessions: int
+    cooldown_sessions: int
+    first_model_sessions: int
+
+
+class ModelRegistryResource(ConfigurableResource):
+    """Read access to the registry for serving: no MLflow run is opened."""
+
+    model_name: str
+
+    def setup(self) -> None:
+        from stock_assets.lifecycle.registry import setup
+
+        setup()
+
+
+# Price sources: one resource per source, so the UI shows which one a run read and how.
+
+
+class PriceSourceResource(ConfigurableResource):
+    """Base of the price-source resources: `source()` is the market layer's reader."""
+
+    def source(self) -> PriceSource:
+        raise NotImplementedError
+
+    @staticmethod
+    def of(source: PriceSource) -> PriceSourceResource:
+        """The resource that rebuilds `source` (tests and benchmarks hand over plain sources)."""
+        if isinstance(source, SampleSource):
+            return SampleSourceResource()
+        if isinstance(source, SyntheticSource):
+            return SyntheticSourceResource.of_source(source)
+        if isinstance(source, CsvSource):
+            return CsvSourceResource(folder=str(source.folder))
+        if isinstance(source, YahooSource):
+            return YahooSourceResource(
+                retries=source.retries,
+                backoff=source.backoff,
+                cache_dir=str(source.cache_dir) if source.cache_dir else None,
+            )
+        raise TypeError(f"no resource for price source {type(source).__name__}")
+
+
+class SampleSourceResource(PriceSourceResource):
+    """Real S&P 500 and NASDAQ Composite closes shipped in the `arch` package: offline."""
+
+    def source(self) -> PriceSource:
+        return SampleSource()
+
+
+class RegimeConfig(Config):
+    start: str
+    drift: float
+    volatility: float
+
+
+class SplitEventConfig(Config):
+    ticker: str
+    day: str
+    ratio: float
+
+
+class SyntheticSourceResource(PriceSourceResource):
+    """A seeded synthetic market with regime changes and splits."""
+
+    seed: int
+    n_tickers: int
+    start: str
+    end: str
+    exchange: str
+    tickers: list[str]
+    regimes: list[RegimeConfig]
+    splits: list[SplitEventConfig]
+
+    @classmethod
+    def of_source(cls, s: SyntheticSource) -> SyntheticSourceResource:
+        return cls(
+            seed=s.seed,
+            n_tickers=s.n_tickers,
+            start=str(s.start),
+            end=str(s.end),
+            exchange=s.exchange,
+            tickers=list(s.tickers),
+            regimes=[
+                RegimeConfig(start=str(r.start), drift=r.drift, volatility=r.volatility)
+                for r in s.regimes
+            ],
+            splits=[
+                SplitEventConfig(ticker=x.ticker, day=str(x.day), ratio=x.ratio) for x in s.splits
+            ],
+        )
+
+    def source(self) -> PriceSource:
+        day = dt.date.fromisoformat
+        return SyntheticSource(
+            seed=self.seed,
+            n_tickers=self.n_tickers,
+            start=day(self.start),
+            end=day(self.end),
+            exchange=self.exchange,
+            tickers=tuple(self.tickers),
+            regimes=tuple(Regime(day(r.start), r.drift, r.volatility) for r in self.regimes),
+            splits=tuple(Split(x.ticker, day(x.day), x.ratio) for x in self.splits),
+        )
+
+
+class CsvSourceResource(PriceSourceResource):
+    """A folder of <TICKER>.csv files."""
+
+    folder: str | None
+
+    def source(self) -> PriceSource:
+        return CsvSource(Path(self.folder) if self.folder else None)
+
+
+class YahooSourceResource(PriceSourceResource):
+    """Yahoo Finance through yfinance; needs a network."""
+
+    retries: int
+    backoff: float
+    cache_dir: str | None
+
+    def source(self) -> PriceSource:
+        cache = Path(self.cache_dir) if self.cache_dir else None
+        return YahooSource(retries=self.retries, backoff=self.backoff, cache_dir=cache)
+
+
+def source_resource(settings: Settings) -> PriceSourceResource:
+    """The configured source (STOCK_ASSETS_SOURCE) as a resource."""
+    from stock_assets.market.sources import source_from_settings
+
+    return PriceSourceResource.of(source_from_settings(settings))

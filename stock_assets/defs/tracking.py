@@ -7,30 +7,17 @@ This resource also ends the run at teardown, so no run is left open whatever hap
 
 from __future__ import annotations
 
-import os
+import warnings
 
 import mlflow
-from dagster import ConfigurableResource, resource
+from dagster import BetaWarning, resource
 from dagster_mlflow import end_mlflow_on_run_finished
 from dagster_mlflow.resources import CONFIG_SCHEMA, MlFlow
 
-from stock_assets.lifecycle.registry import EXPERIMENT, configure
-from stock_assets.runtime.postgres import ready_server
+from stock_assets.lifecycle.registry import EXPERIMENT, configure, tracking_uri
 from stock_assets.settings import load_settings
 
-__all__ = [
-    "ModelRegistryResource",
-    "end_mlflow_on_run_finished",
-    "mlflow_tracking_managed",
-    "tracking_uri",
-]
-
-
-def tracking_uri() -> str:
-    """MLFLOW_TRACKING_URI when set (stock-assets env sets it), else the platform's store."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or ready_server(load_settings()).for_db(
-        "mlflow", driver="psycopg2"
-    )
+__all__ = ["end_mlflow_on_run_finished", "mlflow_tracking_managed"]
 
 
 @resource(
@@ -40,7 +27,10 @@ def tracking_uri() -> str:
 def mlflow_tracking_managed(context):
     uri = context.resource_config.get("mlflow_tracking_uri") or tracking_uri()
     configure(uri, load_settings().mlflow_artifacts)
-    tracker = MlFlow(context)
+    with warnings.catch_warnings():
+        # dagster-mlflow marks its own class beta; the project opts in knowingly
+        warnings.filterwarnings("ignore", category=BetaWarning, module=r"dagster(_mlflow)?\b")
+        tracker = MlFlow(context)
     try:
         yield tracker
     finally:
@@ -49,12 +39,3 @@ def mlflow_tracking_managed(context):
 
 
 mlflow_tracking_managed = mlflow_tracking_managed.configured({"experiment_name": EXPERIMENT})
-
-
-class ModelRegistryResource(ConfigurableResource):
-    """Read access to the registry for serving: no MLflow run is opened."""
-
-    model_name: str = "stock_forecaster"
-
-    def setup(self) -> None:
-        configure(tracking_uri(), load_settings().mlflow_artifacts)

@@ -6,17 +6,9 @@ import datetime as dt
 import re
 from typing import Any
 
+from stock_assets.storage.schema import DATASET_RUNS_DDL
 from stock_assets.storage.writer import note_write
 
-DDL = """
-CREATE TABLE IF NOT EXISTS dataset_runs (
-    dataset_run_id TEXT PRIMARY KEY,
-    cutoff DATE NOT NULL,
-    created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
-    reason TEXT NOT NULL,
-    requested_by_run TEXT
-)
-"""
 KEY = re.compile(r"^(\d{4}-\d{2}-\d{2})(?:\.r(\d+))?$")
 
 
@@ -47,7 +39,7 @@ def next_key(existing: list[str], cutoff: dt.date) -> str:
 def record(conn: Any, key: str, reason: str, dagster_run_id: str | None) -> None:
     """Insert the run's row (kept when it already exists, e.g. a re-materialization)."""
     with conn.cursor() as cur:
-        cur.execute(DDL)
+        cur.execute(DATASET_RUNS_DDL)
         cur.execute(
             "INSERT INTO dataset_runs (dataset_run_id, cutoff, reason, requested_by_run) "
             "VALUES (%s, %s, %s, %s) ON CONFLICT (dataset_run_id) DO NOTHING",

@@ -1,7 +1,8 @@
-"""When to ask for a retraining. Pure: the sensor feeds it summaries and facts, it decides.
+"""When to ask for a retraining. Pure: the sensor gathers facts, `decide` rules on them.
 
-Shipped defaults, for daily closes of indices and large caps (where the naive model's MAPE is
-about 0.7–1.5 % and a learned model lands within a few per cent of naive):
+Shipped defaults (`PolicySettings` in `stock_assets/settings.py`), for daily closes of indices and
+large caps (where the naive model's MAPE is about 0.7–1.5 % and a learned model lands within a few
+per cent of naive):
 - skill_floor −0.05 for 5 sessions: a model 5 % worse than "tomorrow = today" for a trading
   week has stopped earning its place; one bad day is noise, five in a row is not.
 - mape_ceiling 3 %: about three times a normal day's absolute move: prices left the regime the
@@ -16,41 +17,17 @@ about 0.7–1.5 % and a learned model lands within a few per cent of naive):
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
+from stock_assets.lifecycle.dataset_runs import cutoff_of, next_key
+from stock_assets.market.calendars import sessions_between
+from stock_assets.ml.bundle import NAIVE
+from stock_assets.settings import PolicySettings as Thresholds
 
-@dataclass(frozen=True)
-class Thresholds:
-    skill_floor: float = -0.05
-    skill_sessions: int = 5
-    mape_ceiling: float = 3.0
-    coverage_low: float = 0.60
-    coverage_high: float = 0.97
-    min_scored: int = 10
-    stale_sessions: int = 60
-    cooldown_sessions: int = 10
-    first_model_sessions: int = 750
-
-    def validate(self) -> Thresholds:
-        problems = []
-        if not 0 <= self.coverage_low < self.coverage_high <= 1:
-            problems.append(
-                f"coverage band {self.coverage_low}–{self.coverage_high} must satisfy "
-                "0 ≤ low < high ≤ 1"
-            )
-        if self.skill_floor >= 1:
-            problems.append(f"skill_floor {self.skill_floor} ≥ 1 can never be met")
-        if self.skill_sessions < 1:
-            problems.append(f"skill_sessions {self.skill_sessions} must be at least 1")
-        if self.mape_ceiling <= 0:
-            problems.append(f"mape_ceiling {self.mape_ceiling} must be positive")
-        for name in ("min_scored", "stale_sessions", "cooldown_sessions", "first_model_sessions"):
-            if getattr(self, name) < 0:
-                problems.append(f"{name} {getattr(self, name)} must not be negative")
-        if problems:
-            raise ValueError("impossible retraining thresholds: " + "; ".join(problems))
-        return self
+__all__ = ["Decision", "PolicyState", "Summary", "Thresholds", "breach", "decide"]
 
 
 @dataclass
@@ -71,6 +48,26 @@ class PolicyState:
         return cls(**json.loads(cursor)) if cursor else cls()
 
 
+@dataclass(frozen=True)
+class Summary:
+    """One performance_log materialization: its event id, session and rolling summary."""
+
+    storage_id: int
+    session: str | None
+    rolling: dict
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Either a dataset run to request (key, cutoff, reason) or why not (skip)."""
+
+    state: PolicyState
+    key: str | None = None
+    cutoff: dt.date | None = None
+    reason: str | None = None
+    skip: str | None = None
+
+
 def breach(summary: dict, state: PolicyState, t: Thresholds) -> str | None:
     """Update the streak with one session's rolling summary; the reason to retrain, if any."""
     if summary.get("n", 0) < t.min_scored or "skill" not in summary:
@@ -89,3 +86,78 @@ def breach(summary: dict, state: PolicyState, t: Thresholds) -> str | None:
             f"{t.coverage_low}–{t.coverage_high}"
         )
     return None
+
+
+def sessions_after(first: dt.date, last: dt.date, exchange: str) -> int:
+    """Sessions in (first, last]."""
+    return max(len(sessions_between(first, last, exchange)) - 1, 0)
+
+
+def _degradation(
+    summaries: Sequence[Summary], state: PolicyState, t: Thresholds
+) -> tuple[str | None, dt.date | None]:
+    """Consume summaries up to the first breach; later ones wait for the next tick, and the
+    streak starts over so one breach asks once."""
+    for summary in summaries:
+        state.storage_id = max(state.storage_id, summary.storage_id)
+        if summary.session:
+            state.newest_session = max(state.newest_session or "", summary.session)
+        found = breach(summary.rolling, state, t)
+        if found and summary.session:
+            state.low_skill_streak = 0
+            return found, dt.date.fromisoformat(summary.session)
+    return None, None
+
+
+def decide(
+    summaries: Sequence[Summary],
+    state: PolicyState,
+    t: Thresholds,
+    *,
+    in_flight: str | None,
+    dataset_runs: Sequence[str],
+    span: tuple[dt.date, dt.date] | None,
+    production_kind: Callable[[], str | None],
+    exchange: str,
+) -> Decision:
+    """Every rule the retraining sensor applies, in order: degradation, in-flight run, first
+    learned model, staleness, cooldown. `production_kind` is asked only when the first-model rule
+    needs it (it reads the registry)."""
+    reason, cutoff = _degradation(summaries, state, t)
+    if in_flight:
+        return Decision(state, skip=f"retraining run {in_flight} is queued or in progress")
+    if span is None:
+        return Decision(state, skip="raw_prices is empty")
+    newest_run = max((cutoff_of(k) for k in dataset_runs), default=None)
+    newest = dt.date.fromisoformat(state.newest_session) if state.newest_session else span[1]
+    if reason is None and newest_run is None and production_kind() in (None, NAIVE):
+        history = sessions_after(span[0], newest, exchange) + 1
+        if history < t.first_model_sessions:
+            return Decision(
+                state,
+                skip=f"waiting for history for the first model: {history} of "
+                f"{t.first_model_sessions} sessions",
+            )
+        reason = f"first learned model: {history} sessions of history, naive serves"
+        cutoff = newest
+    if reason is None and newest_run is not None:
+        age = sessions_after(newest_run, newest, exchange)
+        if age > t.stale_sessions:
+            reason = (
+                f"newest dataset run ({newest_run}) is {age} sessions old (> {t.stale_sessions})"
+            )
+            cutoff = newest
+    if reason is None or cutoff is None:
+        return Decision(
+            state,
+            skip=f"healthy: {len(summaries)} new performance summaries, no threshold breached",
+        )
+    if newest_run is not None:
+        since = sessions_after(newest_run, cutoff, exchange)
+        if since < t.cooldown_sessions:
+            return Decision(
+                state,
+                skip=f"cooldown: last retraining cutoff {newest_run} is {since} sessions before "
+                f"{cutoff} (< {t.cooldown_sessions}); not acting on: {reason}",
+            )
+    return Decision(state, key=next_key(list(dataset_runs), cutoff), cutoff=cutoff, reason=reason)

@@ -36,22 +36,47 @@ def _returns(model: Any, prices: pd.DataFrame, window: list[dt.date]) -> pd.Seri
     return preds.set_index(["as_of_date", "ticker"])["predicted_return"]
 
 
-def judge(candidate: pd.Series, config: Any, db: Any) -> Verdict:
-    """`candidate`: a candidate_model row; `config`: RetrainingConfig; `db`: PostgresResource."""
+def common_window(
+    days: list[dt.date], test_start: dt.date, test_end: dt.date, production_cutoff: dt.date | None
+) -> list[dt.date]:
+    """Pure: the candidate's test sessions that production never trained on."""
+    return sorted(
+        d
+        for d in set(days)
+        if test_start <= d <= test_end and (production_cutoff is None or d > production_cutoff)
+    )
+
+
+def mae_verdict(candidate_mae: float, production_mae: float, margin: float) -> tuple[bool, str]:
+    """Pure: the candidate passes when its MAE is below production's × (1 − margin)."""
+    bar = production_mae * (1 - margin)
+    passed = candidate_mae < bar
+    return passed, (
+        f"candidate MAE {candidate_mae:.4f} {'<' if passed else '≥'} {bar:.4f} (production MAE "
+        f"{production_mae:.4f} × (1 − margin {margin}))"
+    )
+
+
+def judge(
+    conn: Any,
+    candidate: pd.Series,
+    model_name: str,
+    promotion_margin: float,
+    min_common_window: int,
+) -> Verdict:
+    """Score a candidate_model row against production on their common window."""
     import mlflow
 
-    name, version = config.model_name, str(candidate.model_version)
-    cand_model = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
+    version = str(candidate.model_version)
+    cand_model = mlflow.pyfunc.load_model(f"models:/{model_name}/{version}")
     cand_bundle = cand_model.unwrap_python_model().bundle
-    cutoff = pd.Timestamp(candidate.cutoff).date()
-    with db.connect() as conn:
-        prices = prices_until(conn, cand_bundle.tickers, cutoff)
-        production = ensure_production(conn, name, prices)
+    prices = prices_until(conn, cand_bundle.tickers, pd.Timestamp(candidate.cutoff).date())
+    production = ensure_production(conn, model_name, prices)
     verdict = Verdict(False, "", production_version=production.version, candidate_version=version)
     if production.version == version:
         verdict.reason = f"version {version} already holds the production alias"
         return verdict
-    prod_model, prod_bundle = load_production(name)
+    prod_model, prod_bundle = load_production(model_name)
     test_start = pd.Timestamp(candidate.test_start).date()
     test_end = pd.Timestamp(candidate.test_end).date()
     prod_cutoff = dt.date.fromisoformat(prod_bundle.cutoff) if prod_bundle.cutoff else None
@@ -59,18 +84,14 @@ def judge(candidate: pd.Series, config: Any, db: Any) -> Verdict:
         next_log_return(prices).to_numpy(),
         index=pd.MultiIndex.from_frame(prices[["trade_date", "ticker"]]),
     ).dropna()
-    days = sorted(
-        d
-        for d in actual.index.get_level_values(0).unique()
-        if test_start <= d <= test_end and (prod_cutoff is None or d > prod_cutoff)
-    )
+    days = common_window(list(actual.index.get_level_values(0)), test_start, test_end, prod_cutoff)
     if days:
         verdict.window = f"{days[0]} … {days[-1]}"
     verdict.sessions = len(days)
-    if len(days) < config.min_common_window:
+    if len(days) < min_common_window:
         verdict.reason = (
             f"the common window has {len(days)} sessions, fewer than the minimum "
-            f"{config.min_common_window} (candidate test {test_start} … {test_end}, production "
+            f"{min_common_window} (candidate test {test_start} … {test_end}, production "
             f"trained through {prod_cutoff})"
         )
         return verdict
@@ -90,11 +111,7 @@ def judge(candidate: pd.Series, config: Any, db: Any) -> Verdict:
         "naive": cand["naive"],
         "always_up": cand["always_up"],
     }
-    bar = prod["model"]["mae"] * (1 - config.promotion_margin)
-    verdict.passed = cand["model"]["mae"] < bar
-    verdict.reason = (
-        f"candidate MAE {cand['model']['mae']:.4f} "
-        f"{'<' if verdict.passed else '≥'} {bar:.4f} (production MAE "
-        f"{prod['model']['mae']:.4f} × (1 − margin {config.promotion_margin}))"
+    verdict.passed, verdict.reason = mae_verdict(
+        cand["model"]["mae"], prod["model"]["mae"], promotion_margin
     )
     return verdict

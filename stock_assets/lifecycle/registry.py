@@ -17,32 +17,34 @@ from typing import Any
 import pandas as pd
 
 from stock_assets.ml.bundle import NAIVE, Bundle
+from stock_assets.ml.candidate import Candidate
 from stock_assets.ml.metrics import conformal_quantile
-from stock_assets.runtime.postgres import redact
+from stock_assets.runtime.postgres import ready_server, redact
+from stock_assets.settings import Settings, load_settings
+from stock_assets.storage.schema import MODEL_PROMOTIONS_DDL as PROMOTIONS_DDL
+from stock_assets.storage.schema import PRODUCTION_ALIAS as ALIAS
 from stock_assets.storage.writer import note_write
 
-ALIAS = "production"
-DEFAULT_MODEL_NAME = "stock_forecaster"
 EXPERIMENT = "stock_assets"
 PIP_REQUIREMENTS = ["mlflow", "torch==2.13.0", "pandas<3", "numpy", "ta-lib", "stock_assets"]
 NAIVE_RESIDUAL_SESSIONS = 250
 
-PROMOTIONS_DDL = """
-CREATE TABLE IF NOT EXISTS model_promotions (
-    id BIGSERIAL PRIMARY KEY,
-    promoted_at TIMESTAMPTZ NOT NULL DEFAULT now(),
-    model_name TEXT NOT NULL,
-    previous_version TEXT,
-    new_version TEXT NOT NULL,
-    dataset_run_id TEXT,
-    metrics JSONB,
-    reason TEXT NOT NULL
-)
-"""
-
 
 class RegistryError(RuntimeError):
     """The registry or tracking store is unreachable or holds something unusable."""
+
+
+def tracking_uri(settings: Settings | None = None) -> str:
+    """MLFLOW_TRACKING_URI when set (stock-assets env sets it), else the platform's store."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or ready_server(
+        settings or load_settings()
+    ).for_db("mlflow", driver="psycopg2")
+
+
+def setup(settings: Settings | None = None) -> str:
+    """Point MLflow at the platform's store and artifact folder; returns the experiment id."""
+    settings = settings or load_settings()
+    return configure(tracking_uri(settings), settings.mlflow_artifacts)
 
 
 def configure(tracking_uri: str, artifact_root: Path) -> str:
@@ -127,6 +129,43 @@ def log_forecaster(
     for key, value in tags.items():
         client.set_model_version_tag(model_name, version, key, value)
     return version
+
+
+def log_candidate(
+    candidate: Candidate, prices: pd.DataFrame, model_name: str, dagster_run_id: str
+) -> str:
+    """Log a fitted candidate's parameters, test metrics and model in the active MLflow run,
+    and register it; returns the new version."""
+    import mlflow
+
+    bundle, config = candidate.bundle, candidate.config
+    mlflow.log_params(
+        {
+            "dataset_run_id": bundle.dataset_run_id,
+            "cutoff": bundle.cutoff,
+            "dagster_run_id": dagster_run_id,
+            **{f"model_{k}": v for k, v in config.model_params().items()},
+            "half_width": bundle.half_width,
+            "tickers": ",".join(bundle.tickers),
+        }
+    )
+    mlflow.log_metrics(
+        {
+            f"test_{who}_{m}": float(v)
+            for who, row in candidate.table.items()
+            for m, v in row.items()
+            if isinstance(v, int | float) and not isinstance(v, bool)
+        }
+    )
+    mlflow.log_metric("best_val_loss", candidate.result.best_val_loss)
+    example = prices.groupby("ticker").tail(bundle.history_needed() + 1)
+    tags = {
+        "dataset_run_id": str(bundle.dataset_run_id),
+        "kind": config.arch,
+        "cutoff": str(bundle.cutoff),
+        "dagster_run_id": dagster_run_id,
+    }
+    return log_forecaster(bundle, candidate.net, model_name, example, tags)
 
 
 @dataclass(frozen=True)
@@ -224,23 +263,25 @@ def promotions(conn: Any, model_name: str) -> pd.DataFrame:
     )
 
 
+def undo_target(history: list[tuple[str | None, str]], current: str) -> str:
+    """Pure: from the alias moves (previous, new), oldest first, the version that the newest
+    move onto `current` replaced."""
+    for previous, new in reversed(history):
+        if new == current:
+            if previous is None:
+                break
+            return str(previous)
+    raise RegistryError(f"version {current} replaced nothing: nothing to roll back to")
+
+
 def rollback_target(conn: Any, model_name: str) -> str:
     """The version the current production version replaced."""
     current = production(model_name)
     if current is None:
         raise RegistryError(f"no version of {model_name} holds {ALIAS!r}")
-    with conn.cursor() as cur:
-        cur.execute(PROMOTIONS_DDL)
-        cur.execute(
-            "SELECT previous_version FROM model_promotions WHERE model_name = %s "
-            "AND new_version = %s ORDER BY id DESC LIMIT 1",
-            (model_name, current.version),
-        )
-        row = cur.fetchone()
-    conn.commit()
-    if row is None or row[0] is None:
-        raise RegistryError(f"version {current.version} replaced nothing: nothing to roll back to")
-    return str(row[0])
+    moves = promotions(conn, model_name)
+    history = list(zip(moves["previous_version"], moves["new_version"], strict=True))
+    return undo_target(history, current.version)
 
 
 def naive_bundle(prices: pd.DataFrame, tickers: list[str]) -> Bundle:

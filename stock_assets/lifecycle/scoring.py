@@ -3,25 +3,11 @@ retraining sensor reads. Pure: pandas only."""
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pandas as pd
 
-PERFORMANCE_COLUMNS: tuple[str, ...] = (
-    "trade_date",
-    "ticker",
-    "as_of_date",
-    "model_version",
-    "in_sample",
-    "last_close",
-    "predicted_close",
-    "lower",
-    "upper",
-    "actual_close",
-    "abs_error",
-    "pct_error",
-    "naive_abs_error",
-    "direction_hit",
-    "interval_hit",
-)
+from stock_assets.storage.schema import PERFORMANCE_COLUMNS
 
 
 def score(predictions: pd.DataFrame, actual: pd.DataFrame) -> pd.DataFrame:
@@ -91,3 +77,35 @@ def summaries_by_session(
         i = position[day]
         out[day] = rolling_summary(rows, ordered[max(0, i - window + 1) : i + 1])
     return out
+
+
+def prediction_rows(
+    preds: pd.DataFrame,
+    targets: dict,
+    model_name: str,
+    version: str,
+    run_id: str | None,
+    dataset_run_id: str | None,
+    cutoff: dt.date | None,
+) -> pd.DataFrame:
+    """daily_predictions rows from a model's predictions: target session, model identity, and
+    whether the as-of day is in the model's training sample (never scored then)."""
+    frame = pd.DataFrame(
+        {
+            "as_of_date": preds["as_of_date"].to_numpy(),
+            "target_date": [targets[d] for d in preds["as_of_date"]],
+            "ticker": preds["ticker"].to_numpy(),
+            "last_close": preds["last_close"].to_numpy(),
+            "predicted_close": preds["predicted_close"].to_numpy(),
+            "lower": preds["lower"].to_numpy(),
+            "upper": preds["upper"].to_numpy(),
+            "predicted_return": preds["predicted_return"].to_numpy(),
+            "model_name": model_name,
+            "model_version": version,
+            "mlflow_run_id": run_id or "",
+            "dataset_run_id": dataset_run_id or "",
+            "in_sample": [cutoff is not None and d <= cutoff for d in preds["as_of_date"]],
+        }
+    )
+    frame["created_at"] = pd.Timestamp(dt.datetime.now(dt.UTC))
+    return frame.sort_values(["as_of_date", "ticker"], ignore_index=True)

@@ -50,3 +50,16 @@ def last_closed_session(now: dt.datetime, exchange: str = "XNYS") -> dt.date | N
         if cal.session_close(pd.Timestamp(day)) <= moment:
             return day
     return None
+
+
+def sessions_among(keys: list[str], exchange: str = "XNYS") -> list[dt.date]:
+    """The partition keys (YYYY-MM-DD) that are sessions of the exchange."""
+    days = [dt.date.fromisoformat(k) for k in keys]
+    open_days = set(sessions_between(min(days), max(days), exchange))
+    return [d for d in days if d in open_days]
+
+
+def next_sessions(days: list[dt.date], exchange: str = "XNYS") -> dict[dt.date, dt.date]:
+    """T(D): the session after each D."""
+    ahead = sessions_between(min(days), max(days) + dt.timedelta(days=14), exchange)
+    return {d: next(s for s in ahead if s > d) for d in days}

@@ -65,3 +65,21 @@ def collect_prices(
         )
     frame = frame.sort_values(["trade_date", "ticker"], ignore_index=True)
     return _stamp(frame, source.name, now)
+
+
+def partition_notes(
+    keys: Sequence[str], frame: pd.DataFrame, n_tickers: int, sessions: set[dt.date], exchange: str
+) -> dict[str, dict]:
+    """What each trading_days partition of a run holds: rows, tickers, whether it was a session."""
+    by_day = frame.groupby("trade_date").size()
+    notes = {}
+    for key in keys:
+        day = dt.date.fromisoformat(key)
+        notes[key] = {
+            "rows": int(by_day.get(day, 0)),
+            "tickers": n_tickers,
+            "exchange_open": day in sessions,
+        }
+        if day not in sessions:
+            notes[key]["note"] = f"{exchange} was closed: empty partition"
+    return notes

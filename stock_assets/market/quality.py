@@ -8,6 +8,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from stock_assets.market.calendars import sessions_between
+
 JUMP_LIMIT = 0.40  # a close-to-close move beyond ±40 % needs explaining
 UNIT_ERROR_RATIO = 50.0  # a day-over-day ratio beyond 50× either way is a unit error
 
@@ -68,3 +70,20 @@ def calendar_gaps(
     have = pd.MultiIndex.from_frame(stored[["trade_date", "ticker"]])
     missing = expected.difference(have)
     return pd.DataFrame(list(missing), columns=["trade_date", "ticker"])
+
+
+def missing_in_window(
+    prices: pd.DataFrame, tickers: Sequence[str], last: dt.date, exchange: str
+) -> str | None:
+    """A clear message when stored prices lack a session up to `last` for a ticker."""
+    if prices.empty:
+        return "raw_prices holds no rows for the configured tickers"
+    expected = sessions_between(prices["trade_date"].min(), last, exchange)
+    gaps = calendar_gaps(prices[["trade_date", "ticker"]], expected, tickers)
+    if gaps.empty:
+        return None
+    shown = ", ".join(f"{r.ticker} on {r.trade_date}" for r in gaps.head(5).itertuples())
+    return (
+        f"raw_prices is missing {len(gaps)} row(s) in the prediction window ({shown}): "
+        "materialize those raw_prices partitions first"
+    )

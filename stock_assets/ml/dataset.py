@@ -13,17 +13,23 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from stock_assets.settings import RetrainingSettings
+
 SPLITS: tuple[str, ...] = ("train", "validation", "calibration", "test")
 GAP = "gap"
 
 
 @dataclass(frozen=True)
 class SplitConfig:
-    validation: float = 0.15
-    calibration: float = 0.10
-    test: float = 0.15
-    gap: int = 64  # sessions between splits; must be ≥ the longest sequence length searched
+    validation: float = RetrainingSettings.validation
+    calibration: float = RetrainingSettings.calibration
+    test: float = RetrainingSettings.test
+    gap: int = RetrainingSettings.gap  # between splits; ≥ the longest sequence length searched
     min_rows: int = 40  # fewest sessions any split may have
+
+    @classmethod
+    def of(cls, settings: RetrainingSettings) -> SplitConfig:
+        return cls(settings.validation, settings.calibration, settings.test, settings.gap)
 
 
 def assign_splits(dates: Sequence, config: SplitConfig) -> pd.Series:
@@ -74,6 +80,22 @@ def apply_scalers(
     out = frame.copy()
     out[list(features)] = (values - stats[row, :, 0]) / stats[row, :, 1]
     return out
+
+
+def scaled_frame(
+    processed: pd.DataFrame, scalers: pd.DataFrame
+) -> tuple[pd.DataFrame, list[str], dict[str, dict[str, list[float]]]]:
+    """processed_features rows scaled with a dataset run's scalers rows; the features kept and
+    the per-ticker parameters."""
+    features = list(scalers["features"].iloc[0])
+    params = {row.ticker: row.params for row in scalers.itertuples()}
+    return apply_scalers(processed, params, features), features, params
+
+
+def split_bounds(frame: pd.DataFrame) -> pd.DataFrame:
+    """First and last session and session count of each split, in split order."""
+    bounds = frame.groupby("split")["trade_date"].agg(["min", "max", "nunique"])
+    return bounds.reindex([s for s in SPLITS if s in bounds.index])
 
 
 @dataclass

@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass, field
 from email.message import EmailMessage
 from typing import Any
 
+from stock_assets.settings import AlertSettings
+
 log = logging.getLogger("stock_assets.runtime.alerts")
 
 
@@ -32,48 +34,48 @@ class Alert:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-def _email(alert: Alert, cfg: dict) -> None:
+def _email(alert: Alert, cfg: AlertSettings) -> None:
     message = EmailMessage()
     message["Subject"] = alert.subject
-    message["From"] = cfg["email_from"]
-    message["To"] = ", ".join(cfg["email_to"])
+    message["From"] = cfg.email_from
+    message["To"] = ", ".join(cfg.email_to)
     message.set_content(alert.body)
-    timeout = cfg["timeout"]
-    if cfg["smtp_port"] == 465:
+    timeout = cfg.timeout
+    if cfg.smtp_port == 465:
         client: smtplib.SMTP = smtplib.SMTP_SSL(
-            cfg["smtp_host"], 465, timeout=timeout, context=ssl.create_default_context()
+            cfg.smtp_host, 465, timeout=timeout, context=ssl.create_default_context()
         )
     else:
-        client = smtplib.SMTP(cfg["smtp_host"], cfg["smtp_port"], timeout=timeout)
+        client = smtplib.SMTP(cfg.smtp_host, cfg.smtp_port, timeout=timeout)
     with client:
-        if cfg["smtp_port"] != 465 and cfg["smtp_starttls"]:
+        if cfg.smtp_port != 465 and cfg.smtp_starttls:
             client.starttls(context=ssl.create_default_context())
-        if cfg["smtp_user"]:
-            client.login(cfg["smtp_user"], cfg["smtp_password"] or "")
+        if cfg.smtp_user:
+            client.login(cfg.smtp_user, cfg.smtp_password or "")
         client.send_message(message)
 
 
-def _webhook(alert: Alert, cfg: dict) -> None:
+def _webhook(alert: Alert, cfg: AlertSettings) -> None:
     payload = json.dumps(asdict(alert), default=str).encode()
     request = urllib.request.Request(
-        cfg["webhook_url"],
+        cfg.webhook_url,
         data=payload,
         headers={"Content-Type": "application/json", "User-Agent": "stock-assets-alerts"},
         method="POST",
     )
-    with urllib.request.urlopen(request, timeout=cfg["timeout"]) as response:
+    with urllib.request.urlopen(request, timeout=cfg.timeout) as response:
         if not 200 <= response.status < 300:
             raise urllib.error.HTTPError(
-                cfg["webhook_url"], response.status, "non-2xx answer", response.headers, None
+                cfg.webhook_url, response.status, "non-2xx answer", response.headers, None
             )
 
 
-def deliver(alert: Alert, cfg: dict) -> list[str]:
+def deliver(alert: Alert, cfg: AlertSettings) -> list[str]:
     """Send `alert` on every configured channel; returns the channels that delivered it."""
     channels = []
-    if cfg.get("smtp_host"):
+    if cfg.smtp_host:
         channels.append(("email", _email))
-    if cfg.get("webhook_url"):
+    if cfg.webhook_url:
         channels.append(("webhook", _webhook))
     if not channels:
         log.warning("alert (no email or webhook configured): %s\n%s", alert.subject, alert.body)

@@ -8,9 +8,10 @@ from typing import Any
 
 import pandas as pd
 
+from stock_assets.storage.schema import PRICE_COLUMNS, RAW_PRICES
 from stock_assets.storage.writer import table_columns
 
-TABLE = "raw_prices"
+TABLE = RAW_PRICES.name
 
 
 def last_rows_before(conn: Any, day: dt.date, tickers: Sequence[str]) -> pd.DataFrame:
@@ -66,17 +67,14 @@ def prices_until(conn: Any, tickers: Sequence[str], cutoff: dt.date) -> pd.DataF
             conn.rollback()
             raise LookupError("raw_prices is empty: materialize it first")
         cur.execute(
-            f"""SELECT trade_date, ticker, open, high, low, close, adj_close, volume
+            f"""SELECT {", ".join(PRICE_COLUMNS)}
             FROM {TABLE} WHERE trade_date <= %s AND ticker = ANY(%s)
             ORDER BY ticker, trade_date""",
             (cutoff, list(tickers)),
         )
         rows = cur.fetchall()
     conn.rollback()
-    frame = pd.DataFrame(
-        rows,
-        columns=["trade_date", "ticker", "open", "high", "low", "close", "adj_close", "volume"],
-    )
+    frame = pd.DataFrame(rows, columns=list(PRICE_COLUMNS))
     for col in ("open", "high", "low", "close", "adj_close", "volume"):
         frame[col] = frame[col].astype(float)
     return frame

@@ -21,18 +21,9 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 from psycopg2 import sql
 
-SCHEMA = "public"
+from stock_assets.storage.schema import SCHEMA, WRITES_CHANNEL, WRITES_DDL, WRITES_TABLE
 
-
-WRITES_TABLE = "table_writes"
-WRITES_CHANNEL = "stock_assets_writes"
-_WRITES_DDL = """
-CREATE TABLE IF NOT EXISTS table_writes (
-    table_name TEXT PRIMARY KEY,
-    writes BIGINT NOT NULL,
-    written_at TIMESTAMPTZ NOT NULL DEFAULT now()
-)
-"""
+__all__ = ["WRITES_CHANNEL", "Slice", "query_frame", "read_slice", "replace_slice"]
 
 
 class SchemaMismatch(ValueError):
@@ -285,7 +276,7 @@ def note_write(cur: Any, table: str) -> None:
     if not cur.fetchone()[0]:
         # first write ever: serialize the CREATE so two writers cannot race on the catalog
         cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"stock_assets.{WRITES_TABLE}",))
-        cur.execute(_WRITES_DDL)
+        cur.execute(WRITES_DDL)
     cur.execute(
         "INSERT INTO table_writes (table_name, writes) VALUES (%s, 1) ON CONFLICT (table_name) "
         "DO UPDATE SET writes = table_writes.writes + 1, written_at = now()",

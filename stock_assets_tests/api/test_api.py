@@ -5,7 +5,6 @@ Also: schemathesis against /openapi.json, and the dashboard in headless Chromium
 """
 
 import asyncio
-import dataclasses
 import datetime as dt
 import os
 import subprocess
@@ -64,7 +63,7 @@ def seeded(pg_server):
     url = pg_server.for_db("stocks")
     drop_public_tables(url)
     name = f"api_{uuid.uuid4().hex[:8]}"
-    settings = dataclasses.replace(load_settings(), start_date=str(START))
+    settings = load_settings().with_market(start_date=str(START))
     defs = build_definitions(settings, source=MARKET, retraining={**TINY, "model_name": name})
     instance = DagsterInstance.ephemeral()
     run_range(defs, instance, "ingest_prices", str(START), str(LAST))

@@ -1,7 +1,6 @@
 """Alert sensors against a real SMTP sink (aiosmtpd) and a real HTTP receiver, both on loopback,
 fed by real failing Dagster runs on a real instance."""
 
-import dataclasses
 import email
 import json
 import logging
@@ -27,7 +26,7 @@ from stock_assets.definitions import build_definitions
 from stock_assets.defs.alerts import check_failure_alert, run_failure_alert
 from stock_assets.market.sources import CsvSource
 from stock_assets.runtime.alerts import Alert, AlertDeliveryError, deliver
-from stock_assets.settings import alert_settings, load_settings
+from stock_assets.settings import AlertSettings, load_settings
 from stock_assets_tests.servers import free_port
 
 
@@ -92,7 +91,7 @@ def _bad_ohlc_run(tmp_path: Path, instance: DagsterInstance):
         "2024-01-04,10,10.2,10,10.9,10.9,100\n"
     )
     (tmp_path / "BAD.csv").write_text(header + rows)
-    settings = dataclasses.replace(load_settings(), start_date="2024-01-02")
+    settings = load_settings().with_market(start_date="2024-01-02")
     job = build_definitions(settings, source=CsvSource(tmp_path)).resolve_job_def("ingest_prices")
     return job.execute_in_process(
         instance=instance,
@@ -154,7 +153,7 @@ def test_without_channels_an_alert_is_only_logged(monkeypatch, caplog):
     for name in ("STOCK_ASSETS_ALERT_SMTP_HOST", "STOCK_ASSETS_ALERT_WEBHOOK_URL"):
         monkeypatch.delenv(name, raising=False)
     with caplog.at_level(logging.WARNING, logger="stock_assets.runtime.alerts"):
-        assert deliver(Alert("run_failure", "subject X", "body Y"), alert_settings()) == []
+        assert deliver(Alert("run_failure", "subject X", "body Y"), AlertSettings.from_env()) == []
     assert "no email or webhook configured" in caplog.text and "subject X" in caplog.text
 
 
@@ -164,7 +163,7 @@ def test_a_failing_channel_is_named_and_the_other_still_delivers(channels):
     with pytest.raises(
         AlertDeliveryError, match=r"not delivered by webhook: HTTPError.*500"
     ) as err:
-        deliver(Alert("run_failure", "subject Z", "body"), alert_settings())
+        deliver(Alert("run_failure", "subject Z", "body"), AlertSettings.from_env())
     assert "(delivered by email)" in str(err.value)
     assert [m["Subject"] for m in mails] == ["subject Z"]  # email went out
     assert [p["subject"] for p in posts] == ["subject Z"]  # the receiver got it, answered 500
@@ -174,4 +173,4 @@ def test_smtp_host_without_recipients_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("STOCK_ASSETS_ALERT_SMTP_HOST", "127.0.0.1")
     monkeypatch.delenv("STOCK_ASSETS_ALERT_EMAIL_TO", raising=False)
     with pytest.raises(ValueError, match="STOCK_ASSETS_ALERT_EMAIL_TO is empty"):
-        alert_settings()
+        AlertSettings.from_env()

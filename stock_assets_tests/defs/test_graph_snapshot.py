@@ -5,7 +5,6 @@ After a deliberate change to the graph, rewrite the snapshot with `make snapshot
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 from pathlib import Path
@@ -17,7 +16,7 @@ SNAPSHOT = Path(__file__).with_name("graph_snapshot.json")
 
 
 def graph_summary() -> dict:
-    settings = dataclasses.replace(load_settings(), source="sample", tickers=None, start_date=None)
+    settings = load_settings().with_market(source="sample", tickers=None, start_date=None)
     defs = build_definitions(settings)
     graph = defs.resolve_asset_graph()
     assets = {}

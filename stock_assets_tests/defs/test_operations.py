@@ -4,7 +4,6 @@ A synthetic market of 5 tickers whose volatility triples on REGIME_DAY, and its 
 Each scenario gets its own registered-model name, so registries never mix.
 """
 
-import dataclasses
 import datetime as dt
 import json
 import uuid
@@ -62,7 +61,7 @@ def _scenario(pg_server, wild: bool):
     url = pg_server.for_db("stocks")
     _reset_tables(url)
     name = f"ops_{uuid.uuid4().hex[:8]}"
-    settings = dataclasses.replace(load_settings(), start_date=str(START))
+    settings = load_settings().with_market(start_date=str(START))
     defs = build_definitions(settings, source=_market(wild), retraining={"model_name": name})
     instance = DagsterInstance.ephemeral()
 
@@ -94,6 +93,7 @@ def _evaluate(defs, instance, cursor=None):
         "stocks_db": PostgresResource(),
         "registry": defs.resources["registry"],
         "market": defs.resources["market"],
+        "policy": defs.resources["policy"],
     }
     context = build_sensor_context(instance=instance, cursor=cursor, resources=resources)
     return sensor(context)
@@ -198,7 +198,7 @@ def rules(wild):
     defs, _, _, _ = wild
     instance = DagsterInstance.ephemeral()
     name = f"rules_{uuid.uuid4().hex[:8]}"
-    settings = dataclasses.replace(load_settings(), start_date=str(START))
+    settings = load_settings().with_market(start_date=str(START))
     defs = build_definitions(settings, source=_market(True), retraining={"model_name": name})
     return defs, instance
 
@@ -248,7 +248,7 @@ def test_first_model_rule(rules):
     assert result.run_requests[0].partition_key == str(END)
     assert "first learned model" in result.run_requests[0].tags["stock_assets/reason"]
     strict = build_definitions(
-        dataclasses.replace(load_settings(), start_date=str(START)),
+        load_settings().with_market(start_date=str(START)),
         source=_market(True),
         retraining={"model_name": defs.resources["registry"].model_name},
         thresholds=Thresholds(first_model_sessions=5000),
@@ -267,7 +267,7 @@ def test_staleness_rule(rules):
 
 def test_impossible_thresholds_fail_when_definitions_load():
     with pytest.raises(ValueError, match=r"coverage band 0\.9–0\.5"):
-        build_definitions(thresholds=Thresholds(coverage_low=0.9, coverage_high=0.5))
+        build_definitions(thresholds=Thresholds(coverage_band=(0.9, 0.5)))
 
 
 def test_in_sample_rows_never_count():
@@ -347,6 +347,7 @@ def test_unreachable_database_during_a_tick_is_a_clear_error(rules):
             "stocks_db": dead,
             "registry": defs.resources["registry"],
             "market": defs.resources["market"],
+            "policy": defs.resources["policy"],
         },
     )
     with pytest.raises(DatabaseUnavailable, match="cannot connect to Postgres at"):

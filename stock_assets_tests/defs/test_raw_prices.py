@@ -1,6 +1,5 @@
 """raw_prices and its checks under real Dagster execution on the embedded Postgres."""
 
-import dataclasses
 import datetime as dt
 from pathlib import Path
 
@@ -22,7 +21,7 @@ SYN = SyntheticSource(seed=5, n_tickers=3, start=dt.date(2023, 12, 1), end=dt.da
 
 
 def _job(source, start: str, tickers=None):
-    settings = dataclasses.replace(load_settings(), start_date=start, tickers=tickers)
+    settings = load_settings().with_market(start_date=start, tickers=tickers)
     return build_definitions(settings, source=source).resolve_job_def("ingest_prices")
 
 

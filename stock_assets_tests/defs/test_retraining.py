@@ -4,7 +4,6 @@ A small synthetic market and a tiny search profile keep each retraining to a few
 test uses its own registered-model name, so the registry's history never leaks between tests.
 """
 
-import dataclasses
 import datetime as dt
 import uuid
 
@@ -21,7 +20,6 @@ from dagster._core.storage.tags import (
 from stock_assets.commands.retrain import retrain
 from stock_assets.definitions import build_definitions
 from stock_assets.defs.resources import PostgresResource
-from stock_assets.defs.tracking import tracking_uri
 from stock_assets.lifecycle.dataset_runs import cutoff_of
 from stock_assets.lifecycle.registry import (
     configure,
@@ -30,6 +28,7 @@ from stock_assets.lifecycle.registry import (
     production,
     promotions,
     rollback_target,
+    tracking_uri,
 )
 from stock_assets.market.sources import SyntheticSource
 from stock_assets.settings import load_settings
@@ -54,7 +53,7 @@ TINY = dict(
 @pytest.fixture(scope="module")
 def market(pg_server):
     """raw_prices of the synthetic market, ingested once for the module."""
-    settings = dataclasses.replace(load_settings(), start_date="2016-01-04")
+    settings = load_settings().with_market(start_date="2016-01-04")
     url = pg_server.for_db("stocks")
     with psycopg2.connect(url) as conn, conn.cursor() as cur:
         cur.execute("DROP TABLE IF EXISTS raw_prices")
@@ -251,7 +250,7 @@ def test_cutoff_that_is_not_a_stored_session_is_refused(market):
 def test_unfinished_study_is_resumed_and_a_finished_one_replaced(market):
     import optuna
 
-    from stock_assets.defs.retraining import _study_name
+    from stock_assets.ml.tuning import study_name as _study_name
 
     storage = optuna.storages.RDBStorage(PostgresResource().url_for_driver("psycopg2"))
     key = f"2019-06-28.t{uuid.uuid4().hex[:6]}"
@@ -326,7 +325,8 @@ def test_an_extra_worker_joins_the_running_study_through_the_database(market):
     from dagster import AssetKey
 
     from stock_assets.commands.tune_worker import run_worker
-    from stock_assets.defs.retraining import _study_name, open_study
+    from stock_assets.ml.tuning import open_study
+    from stock_assets.ml.tuning import study_name as _study_name
 
     defs, instance, _ = _defs(market, n_trials=3)
     key = "2019-06-28.r7"

@@ -30,30 +30,27 @@ __all__ = [
 
 
 def source_from_settings(settings: Settings) -> PriceSource:
-    name = settings.source
+    name, s = settings.market.source, settings.sources
     if name == "sample":
         return SampleSource()
     if name == "synthetic":
         return SyntheticSource(
-            seed=settings.synthetic_seed,
-            n_tickers=settings.synthetic_tickers,
-            start=dt.date.fromisoformat(settings.synthetic_start),
-            end=dt.date.fromisoformat(settings.synthetic_end),
-            exchange=settings.exchange,
+            seed=s.synthetic_seed,
+            n_tickers=s.synthetic_tickers,
+            start=dt.date.fromisoformat(s.synthetic_start),
+            end=dt.date.fromisoformat(s.synthetic_end),
+            exchange=settings.market.exchange,
             regimes=(
                 Regime(dt.date(1990, 1, 1), 0.0003, 0.012),
-                *(
-                    Regime(dt.date.fromisoformat(d), 0.0003, v)
-                    for d, v in settings.synthetic_regimes
-                ),
+                *(Regime(dt.date.fromisoformat(d), 0.0003, v) for d, v in s.synthetic_regimes),
             ),
         )
     if name == "csv":
-        return CsvSource(settings.csv_dir)
+        return CsvSource(s.csv_dir)
     if name == "yfinance":
         return YahooSource(
-            retries=settings.yf_retries,
-            backoff=settings.yf_backoff,
+            retries=s.yf_retries,
+            backoff=s.yf_backoff,
             cache_dir=settings.home / "yfinance-cache",
         )
     raise SourceError(f"unknown STOCK_ASSETS_SOURCE {name!r}; choose one of {SOURCE_NAMES}")

@@ -36,6 +36,7 @@ class YahooSource(PriceSource):
         import yfinance as yf
 
         self.retries, self.backoff, self.sleep = retries, backoff, sleep
+        self.cache_dir = cache_dir
         yf.config.debug.hide_exceptions = False  # errors must reach us, not a log line
         if cache_dir is not None:
             cache_dir.mkdir(parents=True, exist_ok=True)

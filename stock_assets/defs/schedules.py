@@ -1,0 +1,36 @@
+"""The after-close schedule of daily operations; exchange holidays are skipped."""
+
+from __future__ import annotations
+
+from dagster import (
+    DefaultScheduleStatus,
+    RunRequest,
+    ScheduleDefinition,
+    ScheduleEvaluationContext,
+    SkipReason,
+)
+
+from stock_assets.defs.jobs import daily_operations
+from stock_assets.market.calendars import is_session
+
+
+def after_close(context: ScheduleEvaluationContext, exchange: str) -> RunRequest | SkipReason:
+    day = context.scheduled_execution_time.date()
+    if not is_session(day, exchange):
+        return SkipReason(f"{day} is not a {exchange} session (holiday)")
+    key = day.isoformat()
+    return RunRequest(run_key=key, partition_key=key)
+
+
+def daily_after_close(timezone: str, exchange: str) -> ScheduleDefinition:
+    """Weekdays at 18:30 in the exchange's time zone (settings, so built per code location)."""
+    return ScheduleDefinition(
+        name="daily_after_close",
+        job=daily_operations,
+        cron_schedule="30 18 * * 1-5",
+        execution_fn=lambda context: after_close(context, exchange),
+        execution_timezone=timezone,
+        default_status=DefaultScheduleStatus.STOPPED,
+        description="Weekdays at 18:30 exchange time: that session's daily operations; "
+        "exchange holidays are skipped.",
+    )
