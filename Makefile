@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install browser demo test lint format bench snapshot clean-state
+.PHONY: install browser demo test lint format bench snapshot settings-doc clean-state
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -51,3 +51,7 @@ snapshot: install
 clean-state:
 	-$(BIN)/stock-assets db stop
 	rm -rf .stock_assets
+
+# The README's configuration table, generated from stock_assets/settings.py.
+settings-doc: install
+	$(BIN)/python -m stock_assets.settings

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from stock_assets.settings import SETTINGS_DOC
+from stock_assets.settings import SETTINGS_DOC, settings_markdown
 
 README = (Path(__file__).parents[1] / "README.md").read_text()
 
@@ -16,3 +16,8 @@ def test_first_lines_hold_the_two_commands():
 def test_every_setting_is_documented():
     missing = [name for name in SETTINGS_DOC if f"`{name}`" not in README]
     assert not missing, f"README's configuration table lacks {missing}"
+
+
+def test_configuration_table_is_generated_from_the_settings():
+    """The README's table is `python -m stock_assets.settings`, byte for byte."""
+    assert settings_markdown() in README, "regenerate it: make settings-doc"

@@ -8,7 +8,7 @@ from functools import lru_cache
 import exchange_calendars as xcals
 import pandas as pd
 
-# exchange_calendars starts ~20 years back by default and raises before that (DESIGN.md §5).
+# exchange_calendars starts ~20 years back by default and raises before that: pass start.
 CALENDAR_START = "1990-01-01"
 
 

