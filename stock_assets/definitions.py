@@ -11,6 +11,7 @@ from stock_assets.defs import alerts, ingestion, jobs, operations, retraining, s
 from stock_assets.defs.io_manager import PostgresPandasIOManager
 from stock_assets.defs.partitions import retimed, trading_days_partitions
 from stock_assets.defs.resources import (
+    AlertChannels,
     MarketResource,
     ModelRegistryResource,
     OperationsConfig,
@@ -62,6 +63,7 @@ def build_definitions(
             "policy": PolicyConfig.of(policy),
             "registry": ModelRegistryResource(model_name=retraining_settings.model_name),
             "mlflow": mlflow_tracking_managed,
+            "alerts": AlertChannels.of(settings.alerts),
         },
     )
 

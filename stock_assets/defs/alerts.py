@@ -26,8 +26,8 @@ from dagster._core.storage.tags import (
     PARTITION_NAME_TAG,
 )
 
+from stock_assets.defs.resources import AlertChannels
 from stock_assets.runtime.alerts import Alert, AlertDeliveryError, deliver
-from stock_assets.settings import AlertSettings
 
 WATCHED_CHECKS = (AssetKey("raw_prices"), AssetKey("candidate_model"))
 BATCH = 200
@@ -56,7 +56,7 @@ def run_failure_alert_for(run_id: str, job_name: str, tags: dict, steps: list[st
     default_status=DefaultSensorStatus.RUNNING,
     description="Mails and/or posts every failed run of this code location.",
 )
-def run_failure_alert(context: RunFailureSensorContext) -> None:
+def run_failure_alert(context: RunFailureSensorContext, alerts: AlertChannels) -> None:
     run = context.dagster_run
     steps = [e.step_key for e in context.get_step_failure_events() if e.step_key]
     messages = [
@@ -69,7 +69,7 @@ def run_failure_alert(context: RunFailureSensorContext) -> None:
     alert = run_failure_alert_for(
         run.run_id, run.job_name, dict(run.tags), steps, "\n".join(messages)
     )
-    channels = deliver(alert, AlertSettings.from_env())
+    channels = deliver(alert, alerts.settings())
     context.log.info(f"alerted by {', '.join(channels) or 'log only'}: {alert.subject}")
 
 
@@ -100,7 +100,7 @@ def check_failure_alert_for(evaluation, run_id: str | None, partition: str | Non
     default_status=DefaultSensorStatus.RUNNING,
     description="Mails and/or posts failed checks on raw_prices and candidate_model.",
 )
-def check_failure_alert(context: SensorEvaluationContext):
+def check_failure_alert(context: SensorEvaluationContext, alerts: AlertChannels):
     records = context.instance.get_event_records(
         EventRecordsFilter(
             event_type=DagsterEventType.ASSET_CHECK_EVALUATION,
@@ -114,7 +114,7 @@ def check_failure_alert(context: SensorEvaluationContext):
         newest = records[0].storage_id if records else 0
         context.update_cursor(str(newest))
         return SkipReason(f"watching check evaluations after event {newest}")
-    cfg = AlertSettings.from_env()
+    cfg = alerts.settings()
     sent, problems = 0, []
     for record in records:
         entry = record.event_log_entry

@@ -26,7 +26,12 @@ from stock_assets.defs.resources import (
     PostgresResource,
 )
 from stock_assets.lifecycle.registry import ensure_production, load_production
-from stock_assets.lifecycle.scoring import prediction_rows, score, summaries_by_session
+from stock_assets.lifecycle.scoring import (
+    prediction_notes,
+    prediction_rows,
+    score,
+    summaries_by_session,
+)
 from stock_assets.market.calendars import next_sessions, sessions_among, sessions_between
 from stock_assets.market.quality import missing_in_window
 from stock_assets.ml.bundle import predict_from_prices
@@ -92,19 +97,10 @@ def daily_predictions(
         bundle.dataset_run_id,
         cutoff,
     )
-    for key in context.partition_keys:
-        day = dt.date.fromisoformat(key)
-        rows = frame[frame["as_of_date"] == day]
-        context.add_asset_metadata(
-            {
-                "rows": len(rows),
-                "model_version": production.version,
-                "model_kind": production.kind,
-                "in_sample": bool(rows["in_sample"].any()) if len(rows) else False,
-                "target_date": str(targets[day]) if day in targets else "",
-            },
-            partition_key=key,
-        )
+    notes = prediction_notes(context.partition_keys, frame, targets)
+    for key, note in notes.items():
+        note.update(model_version=production.version, model_kind=production.kind)
+        context.add_asset_metadata(note, partition_key=key)
     return frame
 
 

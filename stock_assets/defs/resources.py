@@ -14,7 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, ClassVar
 
-from dagster import Config, ConfigurableResource
+from dagster import Config, ConfigurableResource, EnvVar
 
 from stock_assets.market.sources import (
     CsvSource,
@@ -27,6 +27,7 @@ from stock_assets.market.sources import (
 )
 from stock_assets.runtime.postgres import ServerUrl, connect, ready_server
 from stock_assets.settings import (
+    AlertSettings,
     OperationsSettings,
     PolicySettings,
     RetrainingSettings,
@@ -275,3 +276,35 @@ def source_resource(settings: Settings) -> PriceSourceResource:
     from stock_assets.market.sources import source_from_settings
 
     return PriceSourceResource.of(source_from_settings(settings))
+
+
+class AlertChannels(ConfigurableResource):
+    """Where failure alerts go (`AlertSettings`). The SMTP password is an `EnvVar`: the UI shows
+    the variable's name, never its value."""
+
+    smtp_host: str | None
+    smtp_port: int
+    smtp_starttls: bool
+    smtp_user: str | None
+    smtp_password: str | None
+    email_from: str
+    email_to: list[str]
+    webhook_url: str | None
+    timeout: float
+
+    @classmethod
+    def of(cls, settings: AlertSettings) -> AlertChannels:
+        values = dataclasses.asdict(settings)
+        values["email_to"] = list(settings.email_to)
+        if settings.smtp_password is not None:
+            values["smtp_password"] = EnvVar(PASSWORD_VARIABLE)
+        return cls(**values)
+
+    def settings(self) -> AlertSettings:
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(AlertSettings)}
+        return AlertSettings(**{**values, "email_to": tuple(self.email_to)}).validate()
+
+
+PASSWORD_VARIABLE = next(
+    f.metadata["env"] for f in dataclasses.fields(AlertSettings) if f.name == "smtp_password"
+)

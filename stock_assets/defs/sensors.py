@@ -74,7 +74,6 @@ def retraining_sensor(
     policy: PolicyConfig,
 ):
     state = PolicyState.from_cursor(context.cursor)
-    summaries = _summaries(context, state.storage_id)
     running = context.instance.get_run_records(
         RunsFilter(job_name=RETRAIN_JOB, statuses=IN_FLIGHT), limit=1
     )
@@ -87,11 +86,11 @@ def retraining_sensor(
         return current.kind if current else None
 
     decision = decide(
-        summaries,
+        _summaries(context, state.storage_id),
         state,
         policy.settings(),
         in_flight=running[0].dagster_run.run_id if running else None,
-        dataset_runs=list(context.instance.get_dynamic_partitions(dataset_runs_partitions.name)),
+        dataset_runs=context.instance.get_dynamic_partitions(dataset_runs_partitions.name),
         span=span,
         production_kind=production_kind,
         exchange=market.exchange,

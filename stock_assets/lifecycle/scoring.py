@@ -109,3 +109,17 @@ def prediction_rows(
     )
     frame["created_at"] = pd.Timestamp(dt.datetime.now(dt.UTC))
     return frame.sort_values(["as_of_date", "ticker"], ignore_index=True)
+
+
+def prediction_notes(keys: list[str], frame: pd.DataFrame, targets: dict) -> dict[str, dict]:
+    """What each daily_predictions partition of a run holds."""
+    notes = {}
+    for key in keys:
+        day = dt.date.fromisoformat(key)
+        rows = frame[frame["as_of_date"] == day]
+        notes[key] = {
+            "rows": len(rows),
+            "in_sample": bool(rows["in_sample"].any()) if len(rows) else False,
+            "target_date": str(targets[day]) if day in targets else "",
+        }
+    return notes

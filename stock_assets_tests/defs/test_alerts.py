@@ -24,6 +24,7 @@ from dagster._core.storage.tags import (
 
 from stock_assets.definitions import build_definitions
 from stock_assets.defs.alerts import check_failure_alert, run_failure_alert
+from stock_assets.defs.resources import AlertChannels
 from stock_assets.market.sources import CsvSource
 from stock_assets.runtime.alerts import Alert, AlertDeliveryError, deliver
 from stock_assets.settings import AlertSettings, load_settings
@@ -83,6 +84,11 @@ def channels(smtp, webhook, monkeypatch):
     return sink.messages, received, state
 
 
+def _channels() -> AlertChannels:
+    """The alert resource as the code location builds it, from the environment of the test."""
+    return AlertChannels.of(AlertSettings.from_env())
+
+
 def _bad_ohlc_run(tmp_path: Path, instance: DagsterInstance):
     """ingest_prices over a CSV whose 2024-01-04 bar has high < close: the blocking check fails."""
     header = "Date,Open,High,Low,Close,Adj Close,Volume\n"
@@ -113,6 +119,7 @@ def test_failed_run_is_mailed_and_posted(stocks_url, tmp_path, channels):
         dagster_instance=instance,
         dagster_run=result.dagster_run,
         dagster_event=result.get_run_failure_event(),
+        resources={"alerts": _channels()},
     ).for_run_failure()
     run_failure_alert(context)
     assert len(mails) == 1 and len(posts) == 1
@@ -128,12 +135,14 @@ def test_failed_run_is_mailed_and_posted(stocks_url, tmp_path, channels):
 def test_failed_checks_are_alerted_once_from_the_first_tick_on(stocks_url, tmp_path, channels):
     mails, posts, _ = channels
     instance = DagsterInstance.ephemeral()
-    first = build_sensor_context(instance=instance)
+    first = build_sensor_context(instance=instance, resources={"alerts": _channels()})
     assert isinstance(check_failure_alert(first), SkipReason)
     result = _bad_ohlc_run(tmp_path, instance)
     failed = [e for e in result.get_asset_check_evaluations() if not e.passed]
     assert [e.check_name for e in failed] == ["ohlc_consistent"]
-    second = build_sensor_context(instance=instance, cursor=first.cursor)
+    second = build_sensor_context(
+        instance=instance, cursor=first.cursor, resources={"alerts": _channels()}
+    )
     outcome = check_failure_alert(second)
     assert "1 failed check(s) alerted" in outcome.skip_message
     (mail,) = mails
@@ -144,7 +153,9 @@ def test_failed_checks_are_alerted_once_from_the_first_tick_on(stocks_url, tmp_p
     assert posts[0]["kind"] == "check_failure"
     assert posts[0]["details"]["check"] == "ohlc_consistent"
     assert posts[0]["details"]["run_id"] == result.run_id
-    third = build_sensor_context(instance=instance, cursor=second.cursor)
+    third = build_sensor_context(
+        instance=instance, cursor=second.cursor, resources={"alerts": _channels()}
+    )
     check_failure_alert(third)
     assert len(mails) == 1 and len(posts) == 1  # nothing new: nothing resent
 
@@ -174,3 +185,14 @@ def test_smtp_host_without_recipients_is_a_clear_error(monkeypatch):
     monkeypatch.delenv("STOCK_ASSETS_ALERT_EMAIL_TO", raising=False)
     with pytest.raises(ValueError, match="STOCK_ASSETS_ALERT_EMAIL_TO is empty"):
         AlertSettings.from_env()
+
+
+def test_the_smtp_password_reaches_dagster_as_an_env_var_not_a_value(monkeypatch):
+    from dagster import EnvVar, build_resources
+
+    monkeypatch.setenv("STOCK_ASSETS_ALERT_SMTP_PASSWORD", "s3cret")
+    channels = build_definitions().resources["alerts"]
+    assert isinstance(channels.smtp_password, EnvVar)  # config holds the name, not the value
+    assert channels.smtp_password.env_var_name == "STOCK_ASSETS_ALERT_SMTP_PASSWORD"
+    with build_resources({"alerts": channels}) as resources:
+        assert resources.alerts.settings().smtp_password == "s3cret"  # resolved when used
