@@ -31,17 +31,9 @@ from stock_assets.defs.resources import PostgresResource
 from stock_assets.defs.tags import CHECK_STEP, REASON_TAG
 from stock_assets.market.calendars import previous_session, sessions_between
 from stock_assets.storage.prices import stored_span
+from stock_assets.storage.schema import REPLAY_PROGRESS_DDL
 from stock_assets.storage.writer import query_frame
 
-PROGRESS_DDL = """
-CREATE TABLE IF NOT EXISTS replay_progress (
-    session DATE PRIMARY KEY,
-    completed_at TIMESTAMPTZ NOT NULL DEFAULT now(),
-    sensor_cursor TEXT,
-    retraining TEXT,
-    reason TEXT
-)
-"""
 QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 
 
@@ -85,7 +77,7 @@ def run_range(defs: Definitions, instance: DagsterInstance, job: str, first: str
 
 def _progress(conn) -> pd.DataFrame:
     with conn.cursor() as cur:
-        cur.execute(PROGRESS_DDL)
+        cur.execute(REPLAY_PROGRESS_DDL)
     conn.commit()
     return query_frame(conn, "SELECT * FROM replay_progress ORDER BY session")
 

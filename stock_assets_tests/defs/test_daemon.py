@@ -19,6 +19,9 @@ BIN = Path(sys.executable).parent
 DEADLINE_SECONDS = 420
 
 
+CODE = ["-m", "stock_assets.definitions"]  # the plain dagster tools name the code location
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -65,6 +68,7 @@ def test_daemon_runs_a_sensor_requested_retraining(daemon_env):
             "dagster",
             "asset",
             "materialize",
+            *CODE,
             "--select",
             "raw_prices",
             "--partition-range",
@@ -77,7 +81,7 @@ def test_daemon_runs_a_sensor_requested_retraining(daemon_env):
         cwd=env["STOCK_ASSETS_HOME"],
     )
     subprocess.run(
-        ["dagster", "sensor", "start", "retraining_sensor"],
+        ["dagster", "sensor", "start", *CODE, "retraining_sensor"],
         env=env,
         capture_output=True,
         timeout=120,
@@ -87,8 +91,8 @@ def test_daemon_runs_a_sensor_requested_retraining(daemon_env):
     port = _free_port()
     logs = Path(env["STOCK_ASSETS_HOME"])
     commands = {
-        "daemon": ["dagster-daemon", "run"],
-        "webserver": ["dagster-webserver", "-h", "127.0.0.1", "-p", str(port)],
+        "daemon": ["dagster-daemon", "run", *CODE],
+        "webserver": ["dagster-webserver", *CODE, "-h", "127.0.0.1", "-p", str(port)],
     }
     with contextlib.ExitStack() as stack:
         procs = []
