@@ -277,12 +277,15 @@ class Database:
                 "SELECT max(as_of_date) FROM daily_predictions WHERE ticker = $1", ticker
             )
 
-    async def prices(self, ticker: str, start: dt.date, end: dt.date) -> list[dict[str, Any]]:
-        await self._require("raw_prices")
+    async def prices(
+        self, ticker: str, start: dt.date, end: dt.date, adjusted: bool = False
+    ) -> list[dict[str, Any]]:
+        table = "adjusted_prices" if adjusted else "raw_prices"
+        await self._require(table)
         async with self.connection() as conn:
             rows = await conn.fetch(
                 "SELECT trade_date, open, high, low, close, volume::double precision AS volume "
-                "FROM raw_prices WHERE ticker = $1 AND trade_date BETWEEN $2 AND $3 "
+                f"FROM {table} WHERE ticker = $1 AND trade_date BETWEEN $2 AND $3 "
                 "ORDER BY trade_date",
                 ticker,
                 start,

@@ -111,10 +111,18 @@ async def prediction_history(
     tags=["prices"],
 )
 async def prices(
-    request: Request, ticker: Ticker, start: Start = None, end: End = None
+    request: Request,
+    ticker: Ticker,
+    start: Start = None,
+    end: End = None,
+    adjusted: Annotated[
+        bool,
+        Query(description="Adjusted for every split and dividend known now (default: as traded)"),
+    ] = False,
 ) -> Response:
-    """Stored daily bars of a ticker; defaults to the year up to its newest session."""
-    return _json(await _service(request).prices(ticker.upper(), start, end))
+    """Stored daily bars of a ticker, as traded by default; defaults to the year up to its
+    newest session. `basis` says which."""
+    return _json(await _service(request).prices(ticker.upper(), start, end, adjusted))
 
 
 @router.get(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, Field
 
@@ -103,6 +103,10 @@ class PriceHistory(BaseModel):
     ticker: str
     start: dt.date
     end: dt.date
+    basis: Literal["as traded", "adjusted"] = Field(
+        description="as traded: each bar as it traded that day; adjusted: for every split and "
+        "dividend known now (the `adjusted_prices` view)"
+    )
     prices: list[PriceBar]
 
 

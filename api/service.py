@@ -206,7 +206,9 @@ class Service:
 
         return await self.cached(("history", ticker, start, end, page, page_size), build)
 
-    async def prices(self, ticker: str, start: dt.date | None, end: dt.date | None) -> bytes:
+    async def prices(
+        self, ticker: str, start: dt.date | None, end: dt.date | None, adjusted: bool = False
+    ) -> bytes:
         if start is not None and end is not None:
             check_range(start, end)
 
@@ -216,12 +218,16 @@ class Service:
             first = start or _days_before(last, DEFAULT_HISTORY_DAYS)
             if start is None or end is None:  # an explicit range was checked already
                 check_range(first, last)
-            rows = await self.db.prices(ticker, first, last)
+            rows = await self.db.prices(ticker, first, last, adjusted)
             return schemas.PriceHistory(
-                ticker=ticker, start=first, end=last, prices=[schemas.PriceBar(**r) for r in rows]
+                ticker=ticker,
+                start=first,
+                end=last,
+                basis="adjusted" if adjusted else "as traded",
+                prices=[schemas.PriceBar(**r) for r in rows],
             )
 
-        return await self.cached(("prices", ticker, start, end), build)
+        return await self.cached(("prices", ticker, start, end, adjusted), build)
 
     async def performance(self, window: int | None, ticker: str | None) -> bytes:
         window = window or self.config.rolling_window

@@ -62,7 +62,6 @@ def _fill(url: str) -> None:
             "high": close * 1.01,
             "low": close * 0.99,
             "close": close,
-            "adj_close": close,
             "volume": rng.integers(1_000_000, 9_000_000, close.size),
             "source": "bench",
             "ingested_at": pd.Timestamp("2020-01-02", tz="UTC"),

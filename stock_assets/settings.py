@@ -267,6 +267,12 @@ class OperationsSettings(Section):
     ingest_retry_seconds: int = setting(
         "STOCK_ASSETS_INGEST_RETRY_SECONDS", 600, "First retry delay, doubled each time.", _int
     )
+    overlap_sessions: int = setting(
+        "STOCK_ASSETS_OVERLAP_SESSIONS",
+        5,
+        "Stored sessions each ingest re-reads to catch vendor restatements.",
+        _int,
+    )
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,12 @@
 with answers built from a price frame, in the JSON layout of `/v8/finance/chart/<ticker>`.
 It can drop a ticker's session (an outage), answer 429 a few times (a rate limit), or serve
 NaN bars, the way Yahoo does.
+
+Like Yahoo, it answers in the basis of the day of the fetch (`today`): bars are divided by every
+split after them up to that day (splits after the requested range included), `Adj Close` is
+dividend-adjusted on top (1 - D/P_prev per ex-date), dividends are split-adjusted, and splits
+and dividends appear as events on their ex-dates. `prices` holds the truth: as traded, with
+`split_ratio` and `dividend` per day. `rescale` restates a ticker's history silently.
 """
 
 from __future__ import annotations
@@ -45,6 +51,8 @@ class FakeYahoo:
     drop: set[tuple[str, dt.date]] = field(default_factory=set)  # (ticker, day) bars withheld
     nan_bars: set[tuple[str, dt.date]] = field(default_factory=set)
     requests: list[str] = field(default_factory=list)
+    today: dt.date | None = None  # the fetch day; None: the last day in `prices`
+    rescale: dict[str, float] = field(default_factory=dict)  # ticker -> factor on every bar
 
     def install(self, monkeypatch) -> FakeYahoo:
         from yfinance.data import YfData
@@ -63,7 +71,10 @@ class FakeYahoo:
         if "/v8/finance/chart/" not in url:
             return FakeResponse({"error": "not found"}, status_code=404, url=url)
         ticker = url.rsplit("/", 1)[1]
-        rows = self.prices[self.prices["ticker"] == ticker]
+        rows = _as_of_fetch(self.prices[self.prices["ticker"] == ticker], self.today)
+        if ticker in self.rescale:
+            for col in ("open", "high", "low", "close", "adj_close"):
+                rows[col] = rows[col] * self.rescale[ticker]
         if rows.empty:
             return FakeResponse(
                 {
@@ -90,6 +101,25 @@ class FakeYahoo:
             rows = rows.tail(1)
         rows = rows[[(ticker, d) not in self.drop for d in rows["trade_date"]]]
         return FakeResponse(_chart(ticker, rows, self.nan_bars), url=url)
+
+
+def _as_of_fetch(truth: pd.DataFrame, today: dt.date | None) -> pd.DataFrame:
+    """A ticker's rows up to the fetch day, in Yahoo's basis of that day."""
+    rows = truth.sort_values("trade_date").copy()
+    rows["trade_date"] = pd.to_datetime(rows["trade_date"]).dt.date
+    if today is not None:
+        rows = rows[rows["trade_date"] <= today].copy()
+    ratio = rows["split_ratio"].astype(float).to_numpy()
+    later = pd.Series(ratio[::-1]).cumprod().to_numpy()[::-1] / ratio  # splits after each row
+    for col in ("open", "high", "low", "close"):
+        rows[col] = rows[col].astype(float) / later
+    rows["volume"] = rows["volume"].astype(float) * later
+    rows["dividend"] = rows["dividend"].astype(float) / later
+    prev = rows["close"].shift(1).to_numpy()
+    step = pd.Series(1 - rows["dividend"].to_numpy() / prev).fillna(1.0).to_numpy()
+    after = pd.Series(step[::-1]).cumprod().to_numpy()[::-1] / step  # ex-dates after each row
+    rows["adj_close"] = rows["close"] * after
+    return rows
 
 
 def _chart(ticker: str, rows: pd.DataFrame, nan_bars: set) -> dict:
@@ -131,7 +161,13 @@ def _chart(ticker: str, rows: pd.DataFrame, nan_bars: set) -> dict:
         for ts, r in zip(stamps, rows.itertuples(index=False), strict=True)
         if r.split_ratio != 1.0
     }
+    dividends = {
+        str(ts): {"amount": float(r.dividend), "date": ts}
+        for ts, r in zip(stamps, rows.itertuples(index=False), strict=True)
+        if r.dividend != 0.0
+    }
     result.update(timestamp=stamps, indicators={"quote": [quote], "adjclose": [{"adjclose": adj}]})
-    if splits:
-        result["events"] = {"splits": splits}
+    events = {k: v for k, v in (("splits", splits), ("dividends", dividends)) if v}
+    if events:
+        result["events"] = events
     return {"chart": {"result": [result], "error": None}}

@@ -214,6 +214,33 @@ def rollback(reason: str) -> None:
     click.echo(f"production: {name} version {previous} -> {target}")
 
 
+@main.command(help="Re-ingest one ticker's history from the source (after a restatement).")
+@click.option("--ticker", required=True)
+@click.option("--start", type=click.DateTime(["%Y-%m-%d"]), required=True)
+@click.option("--end", type=click.DateTime(["%Y-%m-%d"]), default=None, help="Default: newest.")
+def restate(ticker: str, start, end) -> None:
+    from stock_assets.commands.restate import restate as run
+    from stock_assets.market.sources import SourceError, source_from_settings
+
+    settings = load_settings()
+    try:
+        prepare(settings)
+        done = run(
+            settings, source_from_settings(settings), ticker, start.date(), end and end.date()
+        )
+    except (ValueError, SourceError, postgres.DatabaseUnavailable) as exc:
+        _fail(str(exc))
+    click.echo(
+        f"{done.ticker}: {done.rows} rows and {done.actions} actions restated, "
+        f"{done.first} … {done.last}, one transaction per session"
+    )
+    if done.affected_runs:
+        click.echo(
+            "dataset runs whose data changed (the next retraining uses the fixed data): "
+            + ", ".join(done.affected_runs)
+        )
+
+
 @main.command(help="Replay the production loop over [--start, --end], session by session.")
 @click.option("--start", type=click.DateTime(["%Y-%m-%d"]), required=True)
 @click.option("--end", type=click.DateTime(["%Y-%m-%d"]), required=True)

@@ -20,7 +20,11 @@ from dagster import (
 )
 
 from stock_assets.defs.resources import PostgresResource
+from stock_assets.storage.prices import ensure_adjusted_view
+from stock_assets.storage.schema import CORPORATE_ACTIONS, RAW_PRICES
 from stock_assets.storage.writer import Slice, read_slice, replace_slice
+
+ADJUSTED_FROM = (RAW_PRICES.name, CORPORATE_ACTIONS.name)
 
 
 def table_name(context: InputContext | OutputContext) -> str:
@@ -64,6 +68,8 @@ class PostgresPandasIOManager(ConfigurableIOManager):
         table = table_name(context)
         with self.db.connect() as conn:
             rows = replace_slice(conn, table, obj, where, metadata.get("primary_key"))
+            if table in ADJUSTED_FROM:  # the view over prices and actions, once they exist
+                ensure_adjusted_view(conn)
         context.log.debug(f"replaced {where} of {table} with {rows} rows")
 
     def load_input(self, context: InputContext) -> pd.DataFrame:

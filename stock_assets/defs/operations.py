@@ -27,6 +27,7 @@ from stock_assets.defs.resources import (
 )
 from stock_assets.lifecycle.registry import ensure_production, load_production
 from stock_assets.lifecycle.scoring import (
+    in_traded_basis,
     prediction_notes,
     prediction_rows,
     score,
@@ -38,12 +39,14 @@ from stock_assets.ml.bundle import predict_from_prices
 from stock_assets.ml.charts import prediction_chart_markdown
 from stock_assets.storage import queries
 from stock_assets.storage.exports import export_predictions
-from stock_assets.storage.prices import prices_until
+from stock_assets.storage.prices import prices_until, stored_bars
 from stock_assets.storage.schema import (
+    CORPORATE_ACTIONS,
     DAILY_PREDICTIONS,
     PERFORMANCE_COLUMNS,
     PERFORMANCE_LOG,
     PREDICTION_COLUMNS,
+    RAW_PRICES,
 )
 
 GROUP = "operations"
@@ -58,7 +61,7 @@ def _empty(columns: tuple[str, ...]) -> pd.DataFrame:
     group_name=GROUP,
     partitions_def=trading_days,
     backfill_policy=BackfillPolicy.single_run(),
-    deps=["raw_prices"],
+    deps=[RAW_PRICES.name, CORPORATE_ACTIONS.name],
     io_manager_key="postgres_io",
     metadata=DAILY_PREDICTIONS.metadata(),
     kinds={"mlflow", "postgres"},
@@ -84,8 +87,10 @@ def daily_predictions(
         if missing:
             raise ValueError(missing)
         production = ensure_production(conn, registry.model_name, prices)
+        traded = stored_bars(conn, tickers, min(sessions), max(sessions))
     model, bundle = load_production(registry.model_name)  # once per run
     preds = predict_from_prices(bundle, model.unwrap_python_model().net, prices, as_of=sessions)
+    preds = in_traded_basis(preds, traded)  # each day's prices as they traded that day
     targets = next_sessions(sessions, market.exchange)
     cutoff = dt.date.fromisoformat(bundle.cutoff) if bundle.cutoff else None
     frame = prediction_rows(
@@ -109,7 +114,8 @@ def daily_predictions(
     partitions_def=trading_days,
     backfill_policy=BackfillPolicy.single_run(),
     deps=[
-        "raw_prices",
+        RAW_PRICES.name,
+        CORPORATE_ACTIONS.name,
         AssetDep(
             daily_predictions,
             partition_mapping=TimeWindowPartitionMapping(start_offset=-1, end_offset=-1),

@@ -133,6 +133,7 @@ class OperationsConfig(SectionResource):
     export_dir: str | None  # None: $STOCK_ASSETS_HOME/predictions
     ingest_retries: int
     ingest_retry_seconds: int
+    overlap_sessions: int
 
 
 class PolicyConfig(SectionResource):

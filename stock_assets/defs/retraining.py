@@ -56,7 +56,10 @@ def _one_run(table: schema.AssetTable, kinds: set[str], description: str) -> dic
 
 
 @asset(
-    deps=[AssetDep("raw_prices", partition_mapping=AllPartitionMapping())],
+    deps=[
+        AssetDep(table, partition_mapping=AllPartitionMapping())
+        for table in (schema.RAW_PRICES.name, schema.CORPORATE_ACTIONS.name)
+    ],
     **_one_run(
         schema.PROCESSED_FEATURES,
         {"pandas", "postgres"},

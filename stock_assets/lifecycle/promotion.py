@@ -102,7 +102,7 @@ def judge(
         return verdict
     cand_ret = _returns(cand_model, prices, days)
     index = cand_ret.index.intersection(prod_ret.index).intersection(actual.index)
-    close = prices.set_index(["trade_date", "ticker"])["adj_close"].reindex(index).to_numpy()
+    close = prices.set_index(["trade_date", "ticker"])["close"].reindex(index).to_numpy()
     cand = compare(cand_ret.reindex(index), actual.reindex(index), close, cand_bundle.half_width)
     prod = compare(prod_ret.reindex(index), actual.reindex(index), close, prod_bundle.half_width)
     verdict.table = {

@@ -290,7 +290,7 @@ def naive_bundle(prices: pd.DataFrame, tickers: list[str]) -> Bundle:
 
     recent = []
     for _, rows in prices.sort_values("trade_date").groupby("ticker"):
-        r = np.diff(np.log(rows["adj_close"].to_numpy(float)))[-NAIVE_RESIDUAL_SESSIONS:]
+        r = np.diff(np.log(rows["close"].to_numpy(float)))[-NAIVE_RESIDUAL_SESSIONS:]
         recent.append(r)
     half_width = conformal_quantile(np.concatenate(recent)) if recent else 0.02
     return Bundle(kind=NAIVE, tickers=sorted(tickers), half_width=half_width)

@@ -123,3 +123,15 @@ def prediction_notes(keys: list[str], frame: pd.DataFrame, targets: dict) -> dic
             "target_date": str(targets[day]) if day in targets else "",
         }
     return notes
+
+
+def in_traded_basis(preds: pd.DataFrame, traded: pd.DataFrame) -> pd.DataFrame:
+    """Predictions computed on prices adjusted as of a later day, restated in the basis each
+    as-of day traded in (returns are basis-free; closes and intervals are not)."""
+    keys = pd.MultiIndex.from_frame(preds[["as_of_date", "ticker"]])
+    close = traded.set_index(["trade_date", "ticker"])["close"].astype(float)
+    scale = close.reindex(keys).to_numpy() / preds["last_close"].to_numpy(float)
+    out = preds.copy()
+    for col in ("last_close", "predicted_close", "lower", "upper"):
+        out[col] = preds[col].to_numpy(float) * scale
+    return out

@@ -11,10 +11,12 @@ from collections.abc import Sequence
 
 import pandas as pd
 
+from stock_assets.market.adjust import actions_of
 from stock_assets.market.calendars import sessions_between
 from stock_assets.market.sources.base import PRICE_COLUMNS, PriceSource, SourceError, empty_prices
 
-RAW_PRICE_COLUMNS: tuple[str, ...] = (*PRICE_COLUMNS, "source", "ingested_at")
+COLLECTED_COLUMNS: tuple[str, ...] = (*PRICE_COLUMNS, "source", "ingested_at")
+BAR_COLUMNS = ("trade_date", "ticker", "open", "high", "low", "close", "volume")
 
 
 class MissingPrices(SourceError):
@@ -25,7 +27,22 @@ def _stamp(frame: pd.DataFrame, source: str, now: dt.datetime) -> pd.DataFrame:
     out = frame.copy()
     out["source"] = source
     out["ingested_at"] = pd.Series(pd.Timestamp(now), index=out.index, dtype="datetime64[ns, UTC]")
-    return out[list(RAW_PRICE_COLUMNS)]
+    return out[list(COLLECTED_COLUMNS)]
+
+
+def split_collected(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """raw_prices rows (bars as traded) and corporate_actions rows (with when they were learned)
+    of a collected frame."""
+    bars = frame[[*BAR_COLUMNS, "source", "ingested_at"]].reset_index(drop=True)
+    actions = actions_of(frame)
+    known = frame.set_index(["trade_date", "ticker"])
+    keys = pd.MultiIndex.from_frame(actions[["trade_date", "ticker"]])
+    actions = actions.assign(
+        source=known["source"].reindex(keys).to_numpy(),
+        known_at=known["ingested_at"].reindex(keys).to_numpy(),
+    )
+    actions["known_at"] = pd.to_datetime(actions["known_at"], utc=True)
+    return bars, actions
 
 
 def collect_prices(

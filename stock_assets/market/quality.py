@@ -10,13 +10,19 @@ import pandas as pd
 
 from stock_assets.market.calendars import sessions_between
 
-JUMP_LIMIT = 0.40  # a close-to-close move beyond ±40 % needs explaining
-UNIT_ERROR_RATIO = 50.0  # a day-over-day ratio beyond 50× either way is a unit error
+EXAMINE = 0.20  # day-over-day changes beyond ±20 % are examined (a 3:2 split is −33 %)
+UNIT_ERROR_RATIO = 50.0  # a total return beyond 50× either way is a unit error
+# Split ratios seen in practice, and how close a total return must come to one (or its
+# inverse) to be taken for an unrecorded split. 5:4 and 4:3 are left out on purpose: NVDA's
+# +24 % (2023-05-25) and META's −26 % (2022-02-03) were real moves; AAPL's −51.9 % crash
+# (2000-09-29) is 3.8 % from a 2:1 split.
+SPLIT_RATIOS = (2.0, 3.0, 4.0, 5.0, 7.0, 8.0, 10.0, 15.0, 20.0, 25.0, 50.0, 1.5, 2.5)
+SPLIT_TOLERANCE = 0.025
 
 
 def ohlc_violations(frame: pd.DataFrame) -> pd.DataFrame:
     """Rows breaking OHLC consistency, each with the rule it breaks."""
-    price_cols = ["open", "high", "low", "close", "adj_close"]
+    price_cols = ["open", "high", "low", "close"]
     rules = {
         "NaN value": frame[[*price_cols, "volume"]].isna().any(axis=1),
         "price <= 0": (frame[price_cols] <= 0).any(axis=1),
@@ -34,32 +40,107 @@ def ohlc_violations(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(bad, ignore_index=True).sort_values(["trade_date", "ticker"])
 
 
-def price_jumps(frame: pd.DataFrame, previous: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Close-to-close moves beyond the limit, classified.
+def _split_like(ratio: np.ndarray) -> np.ndarray:
+    """Whether each ratio is within SPLIT_TOLERANCE of a common split or reverse split."""
+    near = np.zeros(len(ratio), dtype=bool)
+    for s in SPLIT_RATIOS:
+        for r in (s, 1 / s):
+            near |= np.abs(ratio * r - 1) <= SPLIT_TOLERANCE
+    return near
+
+
+def price_jumps(
+    frame: pd.DataFrame,
+    previous: pd.DataFrame | None = None,
+    actions: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """Large day-over-day changes of the as-traded close, classified against the actions.
 
     `previous` holds each ticker's last stored row before `frame` (so a one-day run is checked
-    against yesterday). kind: `split` when the adjusted close does not move with the raw close
-    (passes), `move` when it does (a genuine move: a warning), `unit_error` when the raw ratio
-    is beyond 50× either way and the adjusted close does not explain it (an error).
+    against yesterday); `actions` the splits and dividends on the frame's days. Each change is
+    judged on the holder's total return s·(P + D)/P_prev. kind: `split` when an action
+    explains a large raw move (passes), `move` when the total return itself is large but no
+    split ratio (a real move such as META's −26 % or NVDA's +24 %: metadata only),
+    `unrecorded_split` when it is a split-like ratio (2, 3, 3/2, 10, 1/2 …) no action explains,
+    `unit_error` when it is beyond 50× either way (both block).
     """
-    cols = ["trade_date", "ticker", "close", "adj_close"]
+    cols = ["trade_date", "ticker", "close"]
     rows = frame[cols]
     if previous is not None and len(previous):
         rows = pd.concat([previous[cols], rows], ignore_index=True)
-    rows = rows.sort_values(["ticker", "trade_date"])
+    rows = rows.sort_values(["ticker", "trade_date"]).reset_index(drop=True)
+    if actions is not None and len(actions):
+        keyed = actions.set_index(["trade_date", "ticker"])
+        keys = pd.MultiIndex.from_frame(rows[["trade_date", "ticker"]])
+        split = keyed["split_ratio"].reindex(keys).fillna(1.0).to_numpy(float)
+        dividend = keyed["dividend"].reindex(keys).fillna(0.0).to_numpy(float)
+    else:
+        split, dividend = np.ones(len(rows)), np.zeros(len(rows))
     grouped = rows.groupby("ticker", sort=False)
-    raw = rows["close"] / grouped["close"].shift(1)
-    adj = rows["adj_close"] / grouped["adj_close"].shift(1)
+    before = grouped["close"].shift(1).to_numpy(float)
+    close = rows["close"].to_numpy(float)
+    raw = close / before
+    total = split * (close + dividend) / before
     out = rows.assign(
-        prev_date=grouped["trade_date"].shift(1), raw_ratio=raw, adj_ratio=adj
-    ).dropna(subset=["raw_ratio"])
-    out = out[np.abs(out["raw_ratio"] - 1) > JUMP_LIMIT]
-    adjusted_moves = np.abs(out["adj_ratio"] - 1) > JUMP_LIMIT
-    unit = (np.abs(np.log(out["raw_ratio"])) > np.log(UNIT_ERROR_RATIO)) & adjusted_moves
-    kind = np.where(unit, "unit_error", np.where(adjusted_moves, "move", "split"))
+        prev_date=grouped["trade_date"].shift(1).to_numpy(),
+        raw_ratio=raw,
+        total_return=total,
+        split_ratio=split,
+        dividend=dividend,
+    )
+    out = out[~np.isnan(raw)]
+    large = lambda r: np.abs(np.log(r)) > np.log(1 + EXAMINE)  # noqa: E731
+    out = out[large(out["raw_ratio"]) | large(out["total_return"])]
+    r = out["total_return"].to_numpy(float)
+    kind = np.where(
+        np.abs(np.log(r)) > np.log(UNIT_ERROR_RATIO),
+        "unit_error",
+        np.where(
+            large(r) & _split_like(r),
+            "unrecorded_split",
+            np.where(large(r), "move", "split"),
+        ),
+    )
     return out.assign(kind=kind)[
-        ["trade_date", "prev_date", "ticker", "raw_ratio", "adj_ratio", "kind"]
+        [
+            "trade_date",
+            "prev_date",
+            "ticker",
+            "raw_ratio",
+            "split_ratio",
+            "dividend",
+            "total_return",
+            "kind",
+        ]
     ].reset_index(drop=True)
+
+
+BLOCKING_JUMPS = ("unrecorded_split", "unit_error")
+RESTATEMENT_TOLERANCE = 0.005  # a stored close the vendor now reports ≥ 0.5 % apart
+
+
+def restatements(fetched: pd.DataFrame, stored: pd.DataFrame) -> pd.DataFrame:
+    """Sessions the source now reports in another basis than the one stored (both as traded):
+    an unrecorded split or a vendor restatement. Columns: ticker, trade_date, ratio."""
+    on = ["trade_date", "ticker"]
+    both = fetched[[*on, "close"]].merge(stored[[*on, "close"]], on=on, suffixes=("", "_stored"))
+    both["ratio"] = both["close"].astype(float) / both["close_stored"].astype(float)
+    bad = both[np.abs(both["ratio"] - 1) > RESTATEMENT_TOLERANCE]
+    return bad[["ticker", "trade_date", "ratio"]].sort_values(on[::-1]).reset_index(drop=True)
+
+
+def restatement_message(bad: pd.DataFrame) -> str:
+    parts = []
+    for ticker, rows in bad.groupby("ticker"):
+        days = rows["trade_date"]
+        parts.append(
+            f"{ticker} {days.min()}…{days.max()} ×{rows['ratio'].median():.4g} of what is stored"
+        )
+    return (
+        "unrecorded split or vendor restatement: the source now reports "
+        + "; ".join(parts)
+        + ". Nothing was written; re-ingest with `stock-assets restate --ticker T --start D`."
+    )
 
 
 def calendar_gaps(

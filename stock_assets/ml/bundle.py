@@ -99,7 +99,7 @@ def predict_from_prices(
             )
         feats = compute_features(prices)
         feats["close_adj"] = (
-            prices.set_index(["trade_date", "ticker"])["adj_close"]
+            prices.set_index(["trade_date", "ticker"])["close"]
             .reindex(pd.MultiIndex.from_frame(feats[["trade_date", "ticker"]]))
             .to_numpy()
         )

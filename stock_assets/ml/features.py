@@ -2,7 +2,8 @@
 
 Every value on day t uses prices up to t only; warm-up rows where an indicator is not yet
 defined are dropped, never filled (the old system's ffill().bfill() leaked the future).
-Indicators are computed on split-adjusted OHLC and expressed scale-free (ratios, oscillators),
+Indicators are computed on adjusted OHLC (`storage.prices.prices_until`, point in time) and
+expressed scale-free (ratios, oscillators),
 so one model can read several tickers. Recursive indicators (EMA, RSI, ATR, ADX, PSAR, OBV)
 depend on where the series starts: training and serving both start at the ticker's first
 stored row, so they agree exactly.
@@ -53,10 +54,9 @@ FEATURES: tuple[str, ...] = (
 
 
 def _one_ticker(rows: pd.DataFrame) -> pd.DataFrame:
-    factor = (rows["adj_close"] / rows["close"]).to_numpy(dtype=float)
-    h = rows["high"].to_numpy(dtype=float) * factor
-    low = rows["low"].to_numpy(dtype=float) * factor
-    c = rows["adj_close"].to_numpy(dtype=float)
+    h = rows["high"].to_numpy(dtype=float)
+    low = rows["low"].to_numpy(dtype=float)
+    c = rows["close"].to_numpy(dtype=float)
     v = rows["volume"].to_numpy(dtype=float)
     log_c = np.log(c)
     ret_1 = np.r_[np.nan, np.diff(log_c)]
@@ -112,17 +112,16 @@ def _one_ticker(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def next_log_return(prices: pd.DataFrame) -> pd.Series:
-    """The target on day t: log(adj_close[t+1] / adj_close[t]); NaN on each ticker's last day."""
+    """The target on day t: log(close[t+1] / close[t]) of adjusted prices (the total return);
+    NaN on each ticker's last day."""
     ordered = prices.sort_values(["ticker", "trade_date"])
-    log_c = np.log(ordered["adj_close"].astype(float))
+    log_c = np.log(ordered["close"].astype(float))
     return (log_c.groupby(ordered["ticker"]).shift(-1) - log_c).reindex(prices.index)
 
 
 def compute_features(prices: pd.DataFrame) -> pd.DataFrame:
     """Features per (trade_date, ticker), warm-up rows dropped. Prices: raw_prices columns."""
-    missing = {"trade_date", "ticker", "high", "low", "close", "adj_close", "volume"} - set(
-        prices.columns
-    )
+    missing = {"trade_date", "ticker", "high", "low", "close", "volume"} - set(prices.columns)
     if missing:
         raise ValueError(f"prices lack column(s) {sorted(missing)}")
     frames = []

@@ -39,7 +39,7 @@ def processed_frame(prices: pd.DataFrame, key: str, split_config: SplitConfig) -
             "trade_date": feats["trade_date"].to_numpy(),
             "ticker": feats["ticker"].to_numpy(),
             "split": splits.reindex(feats["trade_date"]).to_numpy(),
-            "close_adj": by_key["adj_close"].reindex(idx).to_numpy(),
+            "close_adj": by_key["close"].reindex(idx).to_numpy(),
             "target": target.reindex(idx).to_numpy(),
         }
     )

@@ -1,4 +1,5 @@
-"""Queries over the stored raw_prices table that the ingestion checks need."""
+"""Reads of prices: as traded (what raw_prices stores) and adjusted point in time (what
+features, targets, naive baselines, scoring and the promotion check read)."""
 
 from __future__ import annotations
 
@@ -8,73 +9,159 @@ from typing import Any
 
 import pandas as pd
 
-from stock_assets.storage.schema import PRICE_COLUMNS, RAW_PRICES
-from stock_assets.storage.writer import table_columns
+from stock_assets.market.adjust import adjust, empty_actions
+from stock_assets.storage.schema import (
+    ADJUSTED_PRICES_VIEW,
+    CORPORATE_ACTIONS,
+    CORPORATE_ACTIONS_DDL,
+    PRICE_COLUMNS,
+    RAW_PRICES,
+)
+from stock_assets.storage.writer import query_frame, table_columns
 
 TABLE = RAW_PRICES.name
+BARS = ("trade_date", "ticker", "open", "high", "low", "close", "volume")
+
+
+def _exists(conn: Any, table: str) -> bool:
+    with conn.cursor() as cur:
+        found = table_columns(cur, table) is not None
+    conn.rollback()
+    return found
 
 
 def last_rows_before(conn: Any, day: dt.date, tickers: Sequence[str]) -> pd.DataFrame:
-    """Each ticker's last stored row before `day`: yesterday for a one-day run's jump check."""
-    cols = ["trade_date", "ticker", "close", "adj_close"]
-    with conn.cursor() as cur:
-        if table_columns(cur, TABLE) is None:
-            conn.rollback()
-            return pd.DataFrame(columns=cols)
-        cur.execute(
-            f"""
-            SELECT DISTINCT ON (ticker) trade_date, ticker, close, adj_close
-            FROM {TABLE} WHERE trade_date < %s AND ticker = ANY(%s)
-            ORDER BY ticker, trade_date DESC
-            """,
-            (day, list(tickers)),
-        )
-        rows = cur.fetchall()
-    conn.rollback()
-    return pd.DataFrame(rows, columns=cols)
+    """Each ticker's last stored row before `day` (as traded): yesterday for a one-day run's
+    jump check."""
+    cols = ["trade_date", "ticker", "close"]
+    if not _exists(conn, TABLE):
+        return pd.DataFrame(columns=cols)
+    return query_frame(
+        conn,
+        f"SELECT DISTINCT ON (ticker) trade_date, ticker, close FROM {TABLE} "
+        "WHERE trade_date < %s AND ticker = ANY(%s) ORDER BY ticker, trade_date DESC",
+        (day, list(tickers)),
+    )
+
+
+def stored_bars(conn: Any, tickers: Sequence[str], start: dt.date, end: dt.date) -> pd.DataFrame:
+    """Stored rows (as traded) of `tickers` in [start, end]."""
+    if not _exists(conn, TABLE):
+        return pd.DataFrame(columns=list(BARS))
+    return query_frame(
+        conn,
+        f"SELECT {', '.join(BARS)} FROM {TABLE} WHERE trade_date BETWEEN %s AND %s "
+        "AND ticker = ANY(%s) ORDER BY ticker, trade_date",
+        (start, end, list(tickers)),
+    )
+
+
+def last_sessions_before(conn: Any, day: dt.date, n: int) -> list[dt.date]:
+    """The `n` newest stored sessions before `day`, oldest first."""
+    if n <= 0 or not _exists(conn, TABLE):
+        return []
+    rows = query_frame(
+        conn,
+        f"SELECT DISTINCT trade_date FROM {TABLE} WHERE trade_date < %s "
+        "ORDER BY trade_date DESC LIMIT %s",
+        (day, n),
+    )
+    return sorted(rows["trade_date"])
 
 
 def stored_keys(conn: Any, tickers: Sequence[str]) -> pd.DataFrame:
     """(trade_date, ticker) of every stored row of the configured tickers."""
-    with conn.cursor() as cur:
-        if table_columns(cur, TABLE) is None:
-            conn.rollback()
-            return pd.DataFrame(columns=["trade_date", "ticker"])
-        cur.execute(
-            f"SELECT trade_date, ticker FROM {TABLE} WHERE ticker = ANY(%s)", (list(tickers),)
-        )
-        rows = cur.fetchall()
-    conn.rollback()
-    return pd.DataFrame(rows, columns=["trade_date", "ticker"])
+    if not _exists(conn, TABLE):
+        return pd.DataFrame(columns=["trade_date", "ticker"])
+    return query_frame(
+        conn,
+        f"SELECT trade_date, ticker FROM {TABLE} WHERE ticker = ANY(%s)",
+        (list(tickers),),
+    )
 
 
 def stored_span(conn: Any) -> tuple[dt.date, dt.date] | None:
     """First and last stored trade_date over all tickers."""
+    if not _exists(conn, TABLE):
+        return None
     with conn.cursor() as cur:
-        if table_columns(cur, TABLE) is None:
-            conn.rollback()
-            return None
         cur.execute(f"SELECT min(trade_date), max(trade_date) FROM {TABLE}")
         first, last = cur.fetchone()
     conn.rollback()
     return None if first is None else (first, last)
 
 
+def actions_until(conn: Any, tickers: Sequence[str], as_of: dt.date) -> pd.DataFrame:
+    """Corporate actions of `tickers` with ex-dates up to `as_of`: those known as of that day."""
+    if not _exists(conn, CORPORATE_ACTIONS.name):
+        return empty_actions()
+    return query_frame(
+        conn,
+        "SELECT trade_date, ticker, split_ratio, dividend FROM corporate_actions "
+        "WHERE trade_date <= %s AND ticker = ANY(%s) ORDER BY ticker, trade_date",
+        (as_of, list(tickers)),
+    )
+
+
 def prices_until(conn: Any, tickers: Sequence[str], cutoff: dt.date) -> pd.DataFrame:
-    """Every stored row of `tickers` up to and including `cutoff`, from each ticker's first."""
+    """Every stored row of `tickers` up to and including `cutoff`, from each ticker's first,
+    adjusted with the actions known as of `cutoff` (so later actions change nothing here)."""
+    if not _exists(conn, TABLE):
+        raise LookupError("raw_prices is empty: materialize it first")
+    raw = query_frame(
+        conn,
+        f"SELECT {', '.join(BARS)} FROM {TABLE} WHERE trade_date <= %s AND ticker = ANY(%s) "
+        "ORDER BY ticker, trade_date",
+        (cutoff, list(tickers)),
+    )
+    for col in ("open", "high", "low", "close", "volume"):
+        raw[col] = raw[col].astype("float64")
+    frame = adjust(raw, actions_until(conn, tickers, cutoff))
+    frame["adj_close"] = frame["close"]
+    return frame[list(PRICE_COLUMNS)]
+
+
+def ensure_adjusted_view(conn: Any) -> bool:
+    """Create `adjusted_prices` (and an empty corporate_actions) once raw_prices exists."""
+    if not _exists(conn, TABLE):
+        return False
     with conn.cursor() as cur:
-        if table_columns(cur, TABLE) is None:
-            conn.rollback()
-            raise LookupError("raw_prices is empty: materialize it first")
-        cur.execute(
-            f"""SELECT {", ".join(PRICE_COLUMNS)}
-            FROM {TABLE} WHERE trade_date <= %s AND ticker = ANY(%s)
-            ORDER BY ticker, trade_date""",
-            (cutoff, list(tickers)),
-        )
-        rows = cur.fetchall()
-    conn.rollback()
-    frame = pd.DataFrame(rows, columns=list(PRICE_COLUMNS))
-    for col in ("open", "high", "low", "close", "adj_close", "volume"):
-        frame[col] = frame[col].astype(float)
-    return frame
+        cur.execute("SELECT pg_advisory_xact_lock(hashtext('stock_assets.adjusted_prices'))")
+        cur.execute(CORPORATE_ACTIONS_DDL)
+        cur.execute(ADJUSTED_PRICES_VIEW)
+    conn.commit()
+    return True
+
+
+def replace_ticker_days(
+    conn: Any, ticker: str, days: Sequence[dt.date], bars: pd.DataFrame, actions: pd.DataFrame
+) -> int:
+    """Replace one ticker's raw_prices and corporate_actions rows, one transaction per day
+    (per trading_days partition): a failure leaves every day all old or all new."""
+    from stock_assets.storage.writer import note_write
+
+    ensure_adjusted_view(conn)
+    bar_cols = list(bars.columns)
+    act_cols = list(actions.columns)
+    bars_by_day = {d: rows for d, rows in bars.groupby("trade_date")}
+    acts_by_day = {d: rows for d, rows in actions.groupby("trade_date")}
+    written = 0
+    for day in days:
+        with conn.cursor() as cur:
+            for table, cols, rows in (
+                (TABLE, bar_cols, bars_by_day.get(day)),
+                (CORPORATE_ACTIONS.name, act_cols, acts_by_day.get(day)),
+            ):
+                cur.execute(
+                    f"DELETE FROM {table} WHERE ticker = %s AND trade_date = %s", (ticker, day)
+                )
+                for row in [] if rows is None else rows.itertuples(index=False):
+                    cur.execute(
+                        f"INSERT INTO {table} ({', '.join(cols)}) "
+                        f"VALUES ({', '.join(['%s'] * len(cols))})",
+                        [v.item() if hasattr(v, "item") else v for v in row],
+                    )
+                    written += table == TABLE
+                note_write(cur, table)
+        conn.commit()
+    return written

@@ -8,7 +8,9 @@ from typing import Any
 
 import pandas as pd
 
+from stock_assets.market.adjust import in_previous_basis
 from stock_assets.storage.schema import (
+    CORPORATE_ACTIONS,
     DAILY_PREDICTIONS,
     PERFORMANCE_COLUMNS,
     PERFORMANCE_LOG,
@@ -48,12 +50,27 @@ def newest_prediction_day(conn: Any) -> dt.date | None:
 
 
 def closes_on(conn: Any, sessions: Sequence[dt.date], tickers: Sequence[str]) -> pd.DataFrame:
-    return query_frame(
+    """Each session's close in the basis of the session before it (what a share held the day
+    before is worth, dividend included): the actual a prediction made the day before meets."""
+    actions = exists(conn, CORPORATE_ACTIONS.name)
+    join = "LEFT JOIN corporate_actions a USING (trade_date, ticker)" if actions else ""
+    cols = (
+        "a.split_ratio, a.dividend"
+        if actions
+        else "NULL::float8 AS split_ratio, NULL::float8 AS dividend"
+    )
+    frame = query_frame(
         conn,
-        f"SELECT trade_date, ticker, close FROM {RAW_PRICES.name} "
+        f"SELECT trade_date, ticker, p.close, {cols} FROM {RAW_PRICES.name} p {join} "
         "WHERE trade_date = ANY(%s) AND ticker = ANY(%s)",
         (list(sessions), list(tickers)),
     )
+    close = in_previous_basis(
+        frame["close"].astype(float),
+        frame["split_ratio"].astype(float),
+        frame["dividend"].astype(float),
+    )
+    return frame[["trade_date", "ticker"]].assign(close=close)
 
 
 def performance_between(conn: Any, first: dt.date, before: dt.date) -> pd.DataFrame:

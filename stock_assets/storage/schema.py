@@ -30,7 +30,8 @@ class AssetTable:
         return out
 
 
-RAW_PRICES = AssetTable("raw_prices", "trade_date", ("trade_date", "ticker"))
+RAW_PRICES = AssetTable("raw_prices", "trade_date", ("trade_date", "ticker"))  # as traded
+CORPORATE_ACTIONS = AssetTable("corporate_actions", "trade_date", ("trade_date", "ticker"))
 DAILY_PREDICTIONS = AssetTable("daily_predictions", "as_of_date", ("as_of_date", "ticker"))
 PERFORMANCE_LOG = AssetTable("performance_log", "trade_date", ("trade_date", "ticker"))
 # one per dataset run (the retraining group)
@@ -40,7 +41,54 @@ TUNED_PARAMS = AssetTable("tuned_params", "dataset_run_id")
 CANDIDATE_MODEL = AssetTable("candidate_model", "dataset_run_id")
 PRODUCTION_MODEL = AssetTable("production_model", "dataset_run_id")
 
+# raw_prices: prices and volume as traded; corporate_actions: splits and cash dividends on their
+# ex-dates, with the time the platform learned of them.
+RAW_PRICE_COLUMNS = (
+    "trade_date",
+    "ticker",
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "source",
+    "ingested_at",
+)
+ACTION_COLUMNS = ("trade_date", "ticker", "split_ratio", "dividend", "source", "known_at")
+# What readers of prices get: adjusted point in time (`adj_close` equals `close` there; it is
+# kept because models logged before the as-traded store name it in their input signature).
 PRICE_COLUMNS = ("trade_date", "ticker", "open", "high", "low", "close", "adj_close", "volume")
+
+# corporate_actions as the slice writer would type it, for the view to exist before the first
+# action does.
+CORPORATE_ACTIONS_DDL = """
+CREATE TABLE IF NOT EXISTS corporate_actions (
+    trade_date DATE,
+    ticker TEXT,
+    split_ratio DOUBLE PRECISION,
+    dividend DOUBLE PRECISION,
+    source TEXT,
+    known_at TIMESTAMPTZ,
+    PRIMARY KEY (trade_date, ticker)
+)
+"""
+
+# raw_prices adjusted with every action known now: k_e = P_e / (s_e (P_e + D_e)) multiplies
+# every price before e, s_e every volume (stock_assets/market/adjust.py, the same rule).
+ADJUSTED_PRICES_VIEW = """
+CREATE OR REPLACE VIEW adjusted_prices AS
+SELECT trade_date, ticker, open * k AS open, high * k AS high, low * k AS low,
+       close * k AS close, volume * s AS volume, source, ingested_at
+FROM (
+    SELECT p.*,
+           exp(coalesce(sum(ln(p.close) - ln(a.split_ratio * (p.close + a.dividend))) OVER w, 0))
+               AS k,
+           exp(coalesce(sum(ln(a.split_ratio)) OVER w, 0)) AS s
+    FROM raw_prices p LEFT JOIN corporate_actions a USING (trade_date, ticker)
+    WINDOW w AS (PARTITION BY p.ticker ORDER BY p.trade_date
+                 ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING)
+) adjusted
+"""
 
 PREDICTION_COLUMNS: tuple[str, ...] = (
     "as_of_date",

@@ -197,6 +197,18 @@ def test_prices_default_to_the_year_before_the_newest_session(api):
     assert all(b["low"] <= b["close"] <= b["high"] for b in body["prices"])
 
 
+def test_prices_say_their_basis_and_adjusted_reads_the_view(api, seeded):
+    traded = _ok(api.get("/tickers/SYN001/prices?start=2019-06-03&end=2019-06-28"))
+    adjusted = _ok(api.get("/tickers/SYN001/prices?start=2019-06-03&end=2019-06-28&adjusted=true"))
+    assert traded["basis"] == "as traded" and adjusted["basis"] == "adjusted"
+    view = _frame(
+        seeded["url"],
+        "SELECT close FROM adjusted_prices WHERE ticker = 'SYN001' "
+        "AND trade_date BETWEEN '2019-06-03' AND '2019-06-28' ORDER BY trade_date",
+    )
+    assert [b["close"] for b in adjusted["prices"]] == pytest.approx(view["close"].tolist())
+
+
 def test_performance_matches_the_performance_log(api, seeded):
     body = _ok(api.get("/performance", params={"window": 5}))
     log = _frame(seeded["url"], "SELECT * FROM performance_log WHERE NOT in_sample")

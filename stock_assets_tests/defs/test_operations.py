@@ -52,8 +52,8 @@ def _market(wild: bool) -> SyntheticSource:
 
 def _reset_tables(url: str) -> None:
     with psycopg2.connect(url) as conn, conn.cursor() as cur:
-        for table in ("raw_prices", "daily_predictions", "performance_log"):
-            cur.execute(f"DROP TABLE IF EXISTS {table}")
+        for table in ("raw_prices", "corporate_actions", "daily_predictions", "performance_log"):
+            cur.execute(f"DROP TABLE IF EXISTS {table} CASCADE")
 
 
 def _scenario(pg_server, wild: bool):

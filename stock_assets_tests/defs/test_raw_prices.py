@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pandas as pd
 import psycopg2
+import pytest
 from dagster import AssetKey, DagsterInstance
 from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_END_TAG,
@@ -50,7 +51,7 @@ def test_backfill_with_holidays_writes_sessions_and_labels_closed_days(stocks_ur
     ]
     assert _checks(result) == {
         "ohlc_consistent": (True, "ERROR"),
-        "price_jumps": (True, "WARN"),
+        "price_jumps": (True, "ERROR"),
         "calendar_complete": (True, "ERROR"),
     }
     records = instance.fetch_materializations(AssetKey("raw_prices"), limit=100).records
@@ -89,37 +90,57 @@ def test_one_ticker_missing_fails_the_partition_and_writes_nothing(
 
 def _drop_raw_prices(url: str) -> None:
     with psycopg2.connect(url) as c, c.cursor() as cur:
-        cur.execute("DROP TABLE raw_prices")
+        cur.execute("DROP TABLE raw_prices, corporate_actions CASCADE")
 
 
-def _bokeh_csv(folder: Path) -> CsvSource:
+def _bokeh_csv(folder: Path, layout: str = "as traded") -> CsvSource:
+    """Bokeh's AAPL: bars as traded, Adj Close, the 2:1 split of 2005-02-28 (−49.6 % as
+    traded) and the crash of 2000-09-29 (−51.9 %, 3.8 % from a 2:1 ratio)."""
     from bokeh_sampledata.stocks import AAPL
 
     frame = pd.DataFrame(AAPL).rename(columns={"adj_close": "Adj Close"})
+    if layout == "as traded":  # the split as an action: the file is as traded
+        frame["Stock Splits"] = [2.0 if d == "2005-02-28" else 0.0 for d in frame["date"]]
+    elif layout == "bars only":  # neither actions nor Adj Close: the split is just a ratio
+        frame = frame.drop(columns="Adj Close")
     frame.to_csv(folder / "AAPL.csv", index=False)
     return CsvSource(folder)
 
 
-def test_real_split_passes_and_real_crash_warns(stocks_url, tmp_path):
-    job = _job(_bokeh_csv(tmp_path), "2000-03-01")
+def _jumps(result):
+    evaluation = next(
+        e for e in result.get_asset_check_evaluations() if e.check_name == "price_jumps"
+    )
+    return {k: v.value for k, v in evaluation.metadata.items()}
+
+
+@pytest.mark.parametrize("layout", ["as traded", "adjusted by the file"])
+def test_real_split_passes_and_real_crash_is_a_move(stocks_url, tmp_path, layout):
+    job = _job(_bokeh_csv(tmp_path, layout), "2000-03-01")
     split = _run(job, "2005-02-22", "2005-03-04")
-    assert split.success and _checks(split)["price_jumps"] == (True, "WARN")
+    assert split.success and _checks(split)["price_jumps"] == (True, "ERROR")
+    assert _jumps(split)["splits_explained"] == (1 if layout == "as traded" else 0)
     _drop_raw_prices(stocks_url)  # else the 2000…2005 gap fails calendar_complete
     crash = _run(job, "2000-09-25", "2000-10-03")
-    assert crash.success  # a warning does not fail the run
-    assert _checks(crash)["price_jumps"] == (False, "WARN")
-    evaluation = next(
-        e for e in crash.get_asset_check_evaluations() if e.check_name == "price_jumps"
-    )
-    assert evaluation.metadata["genuine_moves"].value == 1
-    assert "2000-09-29" in evaluation.metadata["jumps"].value
+    assert crash.success and _checks(crash)["price_jumps"] == (True, "ERROR")  # a real move
+    jumps = _jumps(crash)
+    assert jumps["moves"] == 1 and jumps["unrecorded_splits"] == 0
+    assert "2000-09-29" in jumps["jumps"]
+
+
+def test_split_like_ratio_without_an_action_blocks(stocks_url, tmp_path):
+    """Without the action (and no Adj Close), the split day is a 2:1 ratio nothing explains."""
+    job = _job(_bokeh_csv(tmp_path, "bars only"), "2000-03-01")
+    split = _run(job, "2005-02-22", "2005-03-04")
+    assert not split.success and _checks(split)["price_jumps"] == (False, "ERROR")
+    assert _jumps(split)["unrecorded_splits"] == 1
 
 
 def test_one_day_run_is_checked_against_the_stored_day_before(stocks_url, tmp_path):
     job = _job(_bokeh_csv(tmp_path), "2000-03-01")
     assert _run(job, "2000-09-28").success
     crash = _run(job, "2000-09-29")
-    assert _checks(crash)["price_jumps"] == (False, "WARN")
+    assert _checks(crash)["price_jumps"] == (True, "ERROR") and _jumps(crash)["moves"] == 1
 
 
 def _bad_csv(folder: Path, rows: str) -> CsvSource:

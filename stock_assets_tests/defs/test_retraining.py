@@ -56,7 +56,7 @@ def market(pg_server):
     settings = load_settings().with_market(start_date="2016-01-04")
     url = pg_server.for_db("stocks")
     with psycopg2.connect(url) as conn, conn.cursor() as cur:
-        cur.execute("DROP TABLE IF EXISTS raw_prices")
+        cur.execute("DROP TABLE IF EXISTS raw_prices, corporate_actions CASCADE")
     defs = build_definitions(settings, source=SYN, retraining=TINY)
     instance = DagsterInstance.ephemeral()
     result = defs.resolve_job_def("ingest_prices").execute_in_process(
@@ -199,7 +199,7 @@ def test_rerun_is_deterministic_and_ignores_prices_after_cutoff(market):
     with psycopg2.connect(url) as conn, conn.cursor() as cur:
         cur.execute(
             "UPDATE raw_prices SET open = open * 1000, high = high * 1000, low = low * 1000, "
-            "close = close * 1000, adj_close = adj_close * 1000 WHERE trade_date > %s",
+            "close = close * 1000 WHERE trade_date > %s",
             (CUTOFF,),
         )
     try:
@@ -208,7 +208,7 @@ def test_rerun_is_deterministic_and_ignores_prices_after_cutoff(market):
         with psycopg2.connect(url) as conn, conn.cursor() as cur:
             cur.execute(
                 "UPDATE raw_prices SET open = open / 1000, high = high / 1000, low = low / 1000,"
-                " close = close / 1000, adj_close = adj_close / 1000 WHERE trade_date > %s",
+                " close = close / 1000 WHERE trade_date > %s",
                 (CUTOFF,),
             )
     assert second.dataset_run_id != first.dataset_run_id

@@ -6,6 +6,7 @@ import datetime as dt
 
 import pytest
 
+from stock_assets.market.adjust import actions_of, adjust
 from stock_assets.market.calendars import sessions_between
 from stock_assets.market.sources import (
     CsvSource,
@@ -73,6 +74,7 @@ def test_synthetic_regimes_and_splits():
         splits=(Split("SYN000", dt.date(2020, 6, 15), 4.0),),
     )
     f = calm_then_wild.fetch(["SYN000"], calm_then_wild.start, calm_then_wild.end)
+    f = f.assign(adj_close=adjust(f, actions_of(f))["close"].to_numpy())
     ret = (f["adj_close"] / f["adj_close"].shift(1)).apply(lambda r: abs(r - 1))
     y2020, y2021 = ret[f.trade_date < dt.date(2021, 1, 1)], ret[f.trade_date >= dt.date(2021, 1, 4)]
     assert y2021.mean() > 4 * y2020.mean()
@@ -100,8 +102,13 @@ def test_csv_reads_common_layouts(tmp_path):
     source = CsvSource(tmp_path)
     assert source.default_tickers == ("AAA", "BBB") and source.default_start == "2024-01-02"
     frame = source.fetch(["AAA", "BBB"], dt.date(2024, 1, 2), dt.date(2024, 1, 3))
-    bbb = frame[frame.ticker == "BBB"]
-    assert (bbb.adj_close == bbb.close).all() and frame.volume.tolist() == [100, 200, 300, 400]
+    aaa, bbb = frame[frame.ticker == "AAA"], frame[frame.ticker == "BBB"]
+    # no action columns: taken as adjusted by the file (Adj Close scales the bars)
+    assert aaa.close.tolist() == [10.4, 10.9] and aaa.open.iloc[0] == pytest.approx(
+        10 * 10.4 / 10.5
+    )
+    assert bbb.close.tolist() == [20.5, 21.0] and frame.volume.tolist() == [100, 200, 300, 400]
+    assert source.basis("AAA") == "adjusted by the source"
     with pytest.raises(SourceError, match=r"no file for ticker.*CCC"):
         source.check(["CCC"], dt.date(2024, 1, 2), dt.date(2024, 1, 3))
     with pytest.raises(SourceError, match=r"outside what AAA.csv has"):

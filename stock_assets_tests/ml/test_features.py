@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from stock_assets.market.adjust import actions_of, adjust
 from stock_assets.market.sources import SampleSource, Split, SyntheticSource
 from stock_assets.ml.features import FEATURES, WARMUP, compute_features, next_log_return
 
@@ -18,7 +19,8 @@ SYN = SyntheticSource(
     end=dt.date(2020, 6, 30),
     splits=(Split("SYN001", dt.date(2019, 3, 4), 3.0),),
 )
-PRICES = SYN.fetch(SYN.default_tickers, SYN.start, SYN.end)
+RAW = SYN.fetch(SYN.default_tickers, SYN.start, SYN.end)  # as traded, with the split
+PRICES = adjust(RAW, actions_of(RAW))  # what features read: adjusted point in time
 
 
 @pytest.mark.parametrize("n", [WARMUP + 1, WARMUP + 37, 400, 555])
@@ -34,7 +36,7 @@ def test_future_prices_do_not_move_past_features():
     cut = dt.date(2019, 6, 28)
     changed = PRICES.copy()
     later = changed["trade_date"] > cut
-    changed.loc[later, ["open", "high", "low", "close", "adj_close"]] *= 1000
+    changed.loc[later, ["open", "high", "low", "close"]] *= 1000
     a = compute_features(PRICES)
     b = compute_features(changed)
     pd.testing.assert_frame_equal(a[a.trade_date <= cut], b[b.trade_date <= cut])
@@ -49,7 +51,7 @@ def test_warmup_dropped_and_no_nan():
 
 
 def test_split_is_invisible_in_features():
-    """SYN001's 3:1 split moves the raw close; adjusted features do not jump."""
+    """SYN001's 3:1 split moves the as-traded close; features on adjusted prices do not jump."""
     feats = compute_features(PRICES).set_index(["ticker", "trade_date"])
     ret = feats.loc["SYN001", "ret_1"]
     assert abs(ret.loc[dt.date(2019, 3, 4)]) < 0.1
@@ -58,7 +60,7 @@ def test_split_is_invisible_in_features():
 def test_target_is_next_log_return_and_unknown_at_the_end():
     target = next_log_return(PRICES)
     one = PRICES.assign(target=target)[PRICES.ticker == "SYN000"].reset_index(drop=True)
-    expected = np.log(one["adj_close"].shift(-1) / one["adj_close"])
+    expected = np.log(one["close"].shift(-1) / one["close"])
     np.testing.assert_allclose(one["target"][:-1], expected[:-1])
     assert np.isnan(one["target"].iloc[-1])
 

@@ -7,7 +7,7 @@ import datetime as dt
 from stock_assets.market.sources.base import PRICE_COLUMNS, PriceSource, SourceError, conform
 from stock_assets.market.sources.csv_folder import CsvSource
 from stock_assets.market.sources.sample import SampleSource
-from stock_assets.market.sources.synthetic import Regime, Split, SyntheticSource
+from stock_assets.market.sources.synthetic import Dividend, Regime, Split, SyntheticSource
 from stock_assets.market.sources.yahoo import YahooSource
 from stock_assets.settings import Settings
 
@@ -17,6 +17,7 @@ __all__ = [
     "PRICE_COLUMNS",
     "SOURCE_NAMES",
     "CsvSource",
+    "Dividend",
     "PriceSource",
     "Regime",
     "SampleSource",

@@ -8,8 +8,9 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-# Canonical columns a source returns; raw_prices adds `source` and `ingested_at`.
-# split_ratio is new shares per old share on the split's session, 1.0 on every other day.
+# Canonical columns a source returns: prices and volume as traded on the day (never in a later
+# basis), and the day's corporate actions: split_ratio is new shares per old share on the
+# split's ex-date (1.0 on every other day), dividend the cash per share going ex that day.
 PRICE_COLUMNS: tuple[str, ...] = (
     "trade_date",
     "ticker",
@@ -17,7 +18,6 @@ PRICE_COLUMNS: tuple[str, ...] = (
     "high",
     "low",
     "close",
-    "adj_close",
     "volume",
     "dividend",
     "split_ratio",
@@ -42,7 +42,7 @@ def conform(frame: pd.DataFrame) -> pd.DataFrame:
             "ticker": frame["ticker"].astype(str).to_numpy(dtype=object),
         }
     )
-    for col in ("open", "high", "low", "close", "adj_close", "dividend", "split_ratio"):
+    for col in ("open", "high", "low", "close", "dividend", "split_ratio"):
         out[col] = pd.to_numeric(frame[col], errors="raise").astype("float64").to_numpy()
     # A count, nullable: a missing volume stays missing for the quality check to see.
     volume = pd.to_numeric(frame["volume"], errors="raise").astype("float64").round()
@@ -63,6 +63,10 @@ class PriceSource(ABC):
             raise SourceError(f"{self.name}: the ticker list is empty")
         if end < start:
             raise SourceError(f"{self.name}: end {end} is before start {start}")
+
+    def basis(self, ticker: str) -> str:
+        """How a ticker's rows come: "as traded" (with actions) or "adjusted by the source"."""
+        return "as traded"
 
     @abstractmethod
     def fetch(self, tickers: Sequence[str], start: dt.date, end: dt.date) -> pd.DataFrame:

@@ -49,8 +49,10 @@ def read_price_csv(path: Path) -> pd.DataFrame:
     missing = [c for c in _REQUIRED if c not in raw.columns]
     if missing:
         raise SourceError(f"{path}: line 1: missing column(s) {', '.join(missing)}")
-    if "adj_close" not in raw.columns:
-        raw["adj_close"] = raw["close"]  # no adjustments known: adjusted = raw
+    # A file with action columns is as traded; one without is taken as already adjusted (its
+    # Adj Close, when present, scales the bars) and carries no actions.
+    if "adj_close" not in raw.columns or has_actions(raw.columns):
+        raw["adj_close"] = raw["close"]
     if "dividend" not in raw.columns:
         raw["dividend"] = "0"
     if "split_ratio" not in raw.columns:
@@ -67,7 +69,15 @@ def read_price_csv(path: Path) -> pd.DataFrame:
         _fail_on_first(path, bad, raw[col], f"{col} is not a number")
         raw[col] = values
     _fail_on_first(path, dates.duplicated(), raw["trade_date"].astype(str), "repeats a date")
-    return raw
+    factor = raw["adj_close"] / raw["close"]
+    for col in ("open", "high", "low", "close"):
+        raw[col] = raw[col] * factor
+    return raw.drop(columns="adj_close")
+
+
+def has_actions(columns) -> bool:
+    """Whether a file's (canonical) columns carry corporate actions: then it is as traded."""
+    return "split_ratio" in columns or "dividend" in columns
 
 
 def _fail_on_first(path: Path, bad: pd.Series, values: pd.Series, what: str) -> None:
@@ -100,6 +110,14 @@ class CsvSource(PriceSource):
     @property
     def default_start(self) -> str:  # type: ignore[override]
         return min(self._frame(t)["trade_date"].min() for t in self.files).date().isoformat()
+
+    def basis(self, ticker: str) -> str:
+        """A file with Stock Splits/Dividends columns is as traded; one without is taken as
+        already adjusted (by its Adj Close when it has one) and carries no actions."""
+        header = pd.read_csv(self.files[ticker], nrows=0).columns
+        if has_actions({_HEADERS.get(_key(h)) for h in header}):
+            return "as traded"
+        return "adjusted by the source"
 
     def _frame(self, ticker: str) -> pd.DataFrame:
         cache = self.__dict__.setdefault("_cache", {})

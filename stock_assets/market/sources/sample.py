@@ -52,7 +52,6 @@ class SampleSource(PriceSource):
                         "high": raw["High"].to_numpy(),
                         "low": raw["Low"].to_numpy(),
                         "close": raw["Close"].to_numpy(),
-                        "adj_close": raw["Adj Close"].to_numpy(),
                         "volume": raw["Volume"].to_numpy(),
                         "dividend": 0.0,
                         "split_ratio": 1.0,

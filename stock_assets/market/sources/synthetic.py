@@ -36,6 +36,13 @@ class Split:
 
 
 @dataclass(frozen=True)
+class Dividend:
+    ticker: str
+    day: dt.date  # ex-date
+    amount: float  # cash per share (post-split shares when a split falls the same day)
+
+
+@dataclass(frozen=True)
 class SyntheticSource(PriceSource):
     seed: int = 7
     n_tickers: int = 5
@@ -43,6 +50,7 @@ class SyntheticSource(PriceSource):
     end: dt.date = dt.date(2024, 12, 31)
     regimes: tuple[Regime, ...] = (Regime(dt.date(1990, 1, 1), 0.0003, 0.012),)
     splits: tuple[Split, ...] = ()
+    dividends: tuple[Dividend, ...] = ()
     exchange: str = "XNYS"
     tickers: tuple[str, ...] = field(default=())
 
@@ -95,10 +103,21 @@ def _path(source: SyntheticSource, ticker: str) -> pd.DataFrame:
                 raise SourceError(f"synthetic: split day {split.day} is not a session")
             ratio[on] = split.ratio
     shares_factor = np.cumprod(ratio)  # shares per original share, as of each day
-    close = value / shares_factor
-    adj_close = value / shares_factor[-1]  # adjusted back from the latest day
+    dividend = np.zeros(n)
+    for div in source.dividends:
+        if div.ticker == ticker:
+            on = sessions == pd.Timestamp(div.day)
+            if not on.any():
+                raise SourceError(f"synthetic: dividend day {div.day} is not a session")
+            dividend[on] = div.amount
+    close = value / shares_factor  # as traded; `value` is the total-return path
+    if dividend.any():  # the price drops by the cash paid out: s·(P_t + D_t) = P_{t-1}·e^r
+        for t in range(1, n):
+            close[t] = close[t - 1] * np.exp(log_ret[t]) / ratio[t] - dividend[t]
+            if close[t] <= 0:
+                raise SourceError(f"synthetic: dividend on {sessions[t].date()} exceeds the price")
     gap = np.exp(0.25 * vol * rng.standard_normal(n))
-    open_ = np.r_[close[0], close[:-1] * ratio[1:] ** -1] * gap
+    open_ = np.r_[close[0], close[:-1] / ratio[1:] - dividend[1:]] * gap
     wick = np.abs(vol * rng.standard_normal((2, n))) * 0.5
     high = np.maximum(open_, close) * (1 + wick[0])
     low = np.minimum(open_, close) * (1 - wick[1])
@@ -111,9 +130,8 @@ def _path(source: SyntheticSource, ticker: str) -> pd.DataFrame:
             "high": high,
             "low": low,
             "close": close,
-            "adj_close": adj_close,
             "volume": volume,
-            "dividend": 0.0,
+            "dividend": dividend,
             "split_ratio": ratio,
         }
     )

@@ -2,6 +2,11 @@
 
 Every response is untrusted: an empty frame is how Yahoo reports both a holiday and a failure,
 so this module returns what it got and the ingest step, which knows the calendar, decides.
+
+Yahoo's bars are split-adjusted as of the day of the fetch, splits after the requested range
+included (`Adj Close` is dividend-adjusted too, and never used here). Each request therefore
+runs to the fetch day, and the bars are turned back into prices as traded with the splits
+that followed them; the actions come from `Stock Splits` and `Dividends` on their ex-dates.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from stock_assets.market.sources.base import PriceSource, SourceError, conform, empty_prices
@@ -32,11 +38,13 @@ class YahooSource(PriceSource):
         backoff: float = 2.0,
         cache_dir: Path | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        today: Callable[[], dt.date] = dt.date.today,
     ):
         import yfinance as yf
 
         self.retries, self.backoff, self.sleep = retries, backoff, sleep
         self.cache_dir = cache_dir
+        self.today = today
         yf.config.debug.hide_exceptions = False  # errors must reach us, not a log line
         if cache_dir is not None:
             cache_dir.mkdir(parents=True, exist_ok=True)
@@ -57,14 +65,17 @@ class YahooSource(PriceSource):
         delay = self.backoff
         for attempt in range(1, self.retries + 2):
             try:
+                # to the fetch day: the splits after `end` tell the basis of the bars
+                until = max(end, self.today()) + dt.timedelta(days=1)  # yfinance's end is exclusive
                 history = yf.Ticker(ticker).history(
                     start=start.isoformat(),
-                    end=(end + dt.timedelta(days=1)).isoformat(),  # yfinance's end is exclusive
+                    end=until.isoformat(),
                     interval="1d",
                     auto_adjust=False,
                     actions=True,
                 )
-                return _canonical(ticker, history)
+                frame = _canonical(ticker, history)
+                return frame[frame["trade_date"] <= pd.Timestamp(end)]
             except YFTzMissingError as exc:
                 raise SourceError(f"yfinance: unknown or delisted ticker {ticker!r}") from exc
             except YFPricesMissingError:
@@ -89,25 +100,27 @@ class YahooSource(PriceSource):
 
 
 def _canonical(ticker: str, history: pd.DataFrame) -> pd.DataFrame:
+    """Yahoo's bars (split-adjusted as of the last row's day) as traded, with their actions."""
     if history is None or history.empty:
         return empty_prices()
     index = pd.DatetimeIndex(history.index)
     if index.tz is not None:
         index = index.tz_localize(None)
-    splits = history.get("Stock Splits", pd.Series(0.0, index=history.index)).fillna(0.0)
+    zeros = pd.Series(0.0, index=history.index)
+    splits = history.get("Stock Splits", zeros).fillna(0.0).to_numpy(float)
+    ratio = np.where(splits > 0, splits, 1.0)
+    # splits strictly after each bar, up to the fetch: the bar's price is divided by them
+    later = np.exp(np.cumsum(np.log(ratio)[::-1])[::-1] - np.log(ratio))
     return pd.DataFrame(
         {
             "trade_date": index.normalize(),
             "ticker": ticker,
-            "open": history["Open"].to_numpy(),
-            "high": history["High"].to_numpy(),
-            "low": history["Low"].to_numpy(),
-            "close": history["Close"].to_numpy(),
-            "adj_close": history.get("Adj Close", history["Close"]).to_numpy(),
-            "volume": history["Volume"].to_numpy(),
-            "dividend": history.get("Dividends", pd.Series(0.0, index=history.index))
-            .fillna(0.0)
-            .to_numpy(),
-            "split_ratio": splits.where(splits > 0, 1.0).to_numpy(),
+            "open": history["Open"].to_numpy(float) * later,
+            "high": history["High"].to_numpy(float) * later,
+            "low": history["Low"].to_numpy(float) * later,
+            "close": history["Close"].to_numpy(float) * later,
+            "volume": history["Volume"].to_numpy(float) / later,
+            "dividend": history.get("Dividends", zeros).fillna(0.0).to_numpy(float) * later,
+            "split_ratio": ratio,
         }
     )
