@@ -224,3 +224,19 @@ def test_dg_dev_serves_the_graph_after_env(fresh_env):
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
     assert "raw_prices" in found and "production_model" in found, found
+
+
+def test_restate_reingests_a_ticker_from_the_command_line(fresh_env):
+    script = """
+    eval "$(stock-assets env)"
+    dagster asset materialize -m stock_assets.definitions --select raw_prices,corporate_actions \\
+      --partition-range 2018-12-17...2018-12-31 >/dev/null 2>&1
+    stock-assets restate --ticker ^GSPC --start 2018-12-24
+    stock-assets restate --ticker ^GSPC --start 2019-02-01 || echo "refused: $?"
+    """
+    result = _sh(script, fresh_env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    # 2018-12-24 … 2018-12-31: five sessions (Christmas closed)
+    assert "^GSPC: 5 rows and 0 actions restated, 2018-12-24 … 2018-12-31" in result.stdout
+    assert "refused: 1" in result.stdout
+    assert "after the newest stored session 2018-12-31" in result.stderr
