@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import pandas as pd
 from dagster import (
     AssetCheckExecutionContext,
+    AssetCheckKey,
     AssetCheckResult,
     AssetCheckSeverity,
     AssetCheckSpec,
@@ -48,6 +49,7 @@ from stock_assets.storage import prices as stored
 from stock_assets.storage.schema import CORPORATE_ACTIONS, RAW_PRICES
 
 RAW = AssetKey(RAW_PRICES.name)
+ACTIONS = AssetKey(CORPORATE_ACTIONS.name)
 
 
 class RestatedHistory(ValueError):
@@ -59,8 +61,10 @@ class RestatedHistory(ValueError):
     group_name="ingestion",
     partitions_def=trading_days,
     backfill_policy=BackfillPolicy.single_run(),
+    can_subset=True,  # `dg launch --assets raw_prices` alone still records the days' actions
     outs={
         RAW_PRICES.name: AssetOut(
+            is_required=False,
             io_manager_key="postgres_io",
             metadata=RAW_PRICES.metadata(),
             kinds={"pandas", "postgres"},
@@ -68,6 +72,7 @@ class RestatedHistory(ValueError):
             "basis). A weekday the exchange was closed is an empty partition.",
         ),
         CORPORATE_ACTIONS.name: AssetOut(
+            is_required=False,
             io_manager_key="postgres_io",
             metadata=CORPORATE_ACTIONS.metadata(),
             kinds={"pandas", "postgres"},
@@ -120,9 +125,17 @@ def raw_prices(
         {"basis": MetadataValue.json({t: source.basis(t) for t in tickers})},
         output_name=RAW_PRICES.name,
     )
-    yield Output(actions, output_name=CORPORATE_ACTIONS.name)
-    yield Output(bars, output_name=RAW_PRICES.name)
-    yield from price_checks(bars, previous, actions)
+    if ACTIONS in context.selected_asset_keys:
+        yield Output(actions, output_name=CORPORATE_ACTIONS.name)
+    else:  # stored bars are only readable with their days' actions: record them regardless
+        with stocks_db.connect() as conn:
+            stored.write_actions(conn, actions, first, last)
+    if RAW in context.selected_asset_keys:
+        yield Output(bars, output_name=RAW_PRICES.name)
+        checks = context.selected_asset_check_keys
+        for result in price_checks(bars, previous, actions):
+            if AssetCheckKey(RAW, result.check_name) in checks:
+                yield result
 
 
 def _collect(

@@ -126,6 +126,10 @@ def ensure_adjusted_view(conn: Any) -> bool:
     if not _exists(conn, TABLE):
         return False
     with conn.cursor() as cur:
+        cur.execute("SELECT to_regclass('adjusted_prices') IS NOT NULL")
+        if cur.fetchone()[0]:  # no DDL (and no lock) on every write once it exists
+            conn.rollback()
+            return True
         cur.execute("SELECT pg_advisory_xact_lock(hashtext('stock_assets.adjusted_prices'))")
         cur.execute(CORPORATE_ACTIONS_DDL)
         cur.execute(ADJUSTED_PRICES_VIEW)
@@ -165,3 +169,15 @@ def replace_ticker_days(
                 note_write(cur, table)
         conn.commit()
     return written
+
+
+def write_actions(conn: Any, actions: pd.DataFrame, first: dt.date, last: dt.date) -> int:
+    """Replace the corporate_actions of [first, last] (when raw_prices is materialized without
+    it: stored bars are only readable with the actions of their days)."""
+    from stock_assets.storage.writer import Slice, replace_slice
+
+    where = Slice("trade_date", start=first, end=last + dt.timedelta(days=1))
+    table = CORPORATE_ACTIONS
+    rows = replace_slice(conn, table.name, actions, where, list(table.primary_key))
+    ensure_adjusted_view(conn)
+    return rows
