@@ -109,29 +109,24 @@ def raw_prices(
     first, last = window.start.date(), window.end.date() - dt.timedelta(days=1)
     tickers, source = market.ticker_list(), price_source.source()
     with stocks_db.connect() as conn:
-        overlap = stored.last_sessions_before(conn, first, operations.overlap_sessions)
         previous = stored.last_rows_before(conn, first, tickers)
+        overlap = stored.last_sessions_before(conn, first, operations.overlap_sessions)
         kept = stored.stored_bars(conn, tickers, overlap[0], first) if overlap else None
     start = overlap[0] if overlap else first
     frame = _collect(context, operations, source, tickers, (start, last), market.exchange)
-    if kept is not None:
-        restated = restatements(frame[frame["trade_date"] < first], kept)
-        if len(restated):
-            raise RestatedHistory(restatement_message(restated))
+    if kept is not None and len(restated := restatements(frame[frame.trade_date < first], kept)):
+        raise RestatedHistory(restatement_message(restated))  # before anything is written
     bars, actions = split_collected(frame[frame["trade_date"] >= first])
-    sessions = set(sessions_between(first, last, market.exchange))
-    _partition_metadata(context, keys, bars, len(tickers), sessions, market)
-    context.add_output_metadata(
-        {"basis": MetadataValue.json({t: source.basis(t) for t in tickers})},
-        output_name=RAW_PRICES.name,
-    )
     if ACTIONS in context.selected_asset_keys:
         yield Output(actions, output_name=CORPORATE_ACTIONS.name)
     else:  # stored bars are only readable with their days' actions: record them regardless
         with stocks_db.connect() as conn:
             stored.write_actions(conn, actions, first, last)
     if RAW in context.selected_asset_keys:
-        yield Output(bars, output_name=RAW_PRICES.name)
+        sessions = set(sessions_between(first, last, market.exchange))
+        _partition_metadata(context, keys, bars, len(tickers), sessions, market)
+        basis = MetadataValue.json({t: source.basis(t) for t in tickers})
+        yield Output(bars, output_name=RAW_PRICES.name, metadata={"basis": basis})
         checks = context.selected_asset_check_keys
         for result in price_checks(bars, previous, actions):
             if AssetCheckKey(RAW, result.check_name) in checks:
