@@ -43,7 +43,7 @@ class _Sink:
 @pytest.fixture
 def smtp():
     sink = _Sink()
-    controller = Controller(sink, hostname="127.0.0.1", port=free_port())
+    controller = Controller(sink, hostname="127.0.0.1", port=free_port(), ready_timeout=60)
     controller.start()
     yield controller, sink
     controller.stop()
