@@ -10,6 +10,7 @@ from typing import Any
 import pandas as pd
 
 from stock_assets.market.adjust import adjust, empty_actions
+from stock_assets.market.ingest import BAR_COLUMNS
 from stock_assets.storage.schema import (
     ADJUSTED_PRICES_VIEW,
     CORPORATE_ACTIONS,
@@ -20,7 +21,7 @@ from stock_assets.storage.schema import (
 from stock_assets.storage.writer import query_frame, table_columns
 
 TABLE = RAW_PRICES.name
-BARS = ("trade_date", "ticker", "open", "high", "low", "close", "volume")
+BARS = BAR_COLUMNS
 
 
 def _exists(conn: Any, table: str) -> bool:

@@ -41,20 +41,9 @@ TUNED_PARAMS = AssetTable("tuned_params", "dataset_run_id")
 CANDIDATE_MODEL = AssetTable("candidate_model", "dataset_run_id")
 PRODUCTION_MODEL = AssetTable("production_model", "dataset_run_id")
 
-# raw_prices: prices and volume as traded; corporate_actions: splits and cash dividends on their
-# ex-dates, with the time the platform learned of them.
-RAW_PRICE_COLUMNS = (
-    "trade_date",
-    "ticker",
-    "open",
-    "high",
-    "low",
-    "close",
-    "volume",
-    "source",
-    "ingested_at",
-)
-ACTION_COLUMNS = ("trade_date", "ticker", "split_ratio", "dividend", "source", "known_at")
+# raw_prices: the source's bars as traded (market/ingest.py::BAR_COLUMNS) plus `source` and
+# `ingested_at`; corporate_actions: splits and cash dividends on their ex-dates, with `source` and
+# `known_at` (when the platform learned of them).
 # What readers of prices get: adjusted point in time (`adj_close` equals `close` there; it is
 # kept because models logged before the as-traded store name it in their input signature).
 PRICE_COLUMNS = ("trade_date", "ticker", "open", "high", "low", "close", "adj_close", "volume")
