@@ -13,8 +13,7 @@ from stock_assets.market.sources import PriceSource
 from stock_assets.runtime.postgres import connect, ready_server
 from stock_assets.settings import Settings
 from stock_assets.storage import prices as stored
-from stock_assets.storage.queries import exists
-from stock_assets.storage.writer import query_frame
+from stock_assets.storage.writer import query_frame, table_exists
 
 
 @dataclass
@@ -43,7 +42,7 @@ def restate(
         days = sessions_between(start, end, settings.market.exchange)
         rows = stored.replace_ticker_days(conn, ticker, days, bars, actions)
         runs = []
-        if exists(conn, "dataset_runs"):
+        if table_exists(conn, "dataset_runs"):
             runs = query_frame(
                 conn,
                 "SELECT dataset_run_id FROM dataset_runs WHERE cutoff >= %s ORDER BY cutoff",

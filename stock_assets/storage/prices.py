@@ -18,24 +18,17 @@ from stock_assets.storage.schema import (
     PRICE_COLUMNS,
     RAW_PRICES,
 )
-from stock_assets.storage.writer import query_frame, table_columns
+from stock_assets.storage.writer import query_frame, table_exists
 
 TABLE = RAW_PRICES.name
 BARS = BAR_COLUMNS
-
-
-def _exists(conn: Any, table: str) -> bool:
-    with conn.cursor() as cur:
-        found = table_columns(cur, table) is not None
-    conn.rollback()
-    return found
 
 
 def last_rows_before(conn: Any, day: dt.date, tickers: Sequence[str]) -> pd.DataFrame:
     """Each ticker's last stored row before `day` (as traded): yesterday for a one-day run's
     jump check."""
     cols = ["trade_date", "ticker", "close"]
-    if not _exists(conn, TABLE):
+    if not table_exists(conn, TABLE):
         return pd.DataFrame(columns=cols)
     return query_frame(
         conn,
@@ -47,7 +40,7 @@ def last_rows_before(conn: Any, day: dt.date, tickers: Sequence[str]) -> pd.Data
 
 def stored_bars(conn: Any, tickers: Sequence[str], start: dt.date, end: dt.date) -> pd.DataFrame:
     """Stored rows (as traded) of `tickers` in [start, end]."""
-    if not _exists(conn, TABLE):
+    if not table_exists(conn, TABLE):
         return pd.DataFrame(columns=list(BARS))
     return query_frame(
         conn,
@@ -59,7 +52,7 @@ def stored_bars(conn: Any, tickers: Sequence[str], start: dt.date, end: dt.date)
 
 def last_sessions_before(conn: Any, day: dt.date, n: int) -> list[dt.date]:
     """The `n` newest stored sessions before `day`, oldest first."""
-    if n <= 0 or not _exists(conn, TABLE):
+    if n <= 0 or not table_exists(conn, TABLE):
         return []
     rows = query_frame(
         conn,
@@ -72,7 +65,7 @@ def last_sessions_before(conn: Any, day: dt.date, n: int) -> list[dt.date]:
 
 def stored_keys(conn: Any, tickers: Sequence[str]) -> pd.DataFrame:
     """(trade_date, ticker) of every stored row of the configured tickers."""
-    if not _exists(conn, TABLE):
+    if not table_exists(conn, TABLE):
         return pd.DataFrame(columns=["trade_date", "ticker"])
     return query_frame(
         conn,
@@ -83,7 +76,7 @@ def stored_keys(conn: Any, tickers: Sequence[str]) -> pd.DataFrame:
 
 def stored_span(conn: Any) -> tuple[dt.date, dt.date] | None:
     """First and last stored trade_date over all tickers."""
-    if not _exists(conn, TABLE):
+    if not table_exists(conn, TABLE):
         return None
     with conn.cursor() as cur:
         cur.execute(f"SELECT min(trade_date), max(trade_date) FROM {TABLE}")
@@ -94,7 +87,7 @@ def stored_span(conn: Any) -> tuple[dt.date, dt.date] | None:
 
 def actions_until(conn: Any, tickers: Sequence[str], as_of: dt.date) -> pd.DataFrame:
     """Corporate actions of `tickers` with ex-dates up to `as_of`: those known as of that day."""
-    if not _exists(conn, CORPORATE_ACTIONS.name):
+    if not table_exists(conn, CORPORATE_ACTIONS.name):
         return empty_actions()
     return query_frame(
         conn,
@@ -107,7 +100,7 @@ def actions_until(conn: Any, tickers: Sequence[str], as_of: dt.date) -> pd.DataF
 def prices_until(conn: Any, tickers: Sequence[str], cutoff: dt.date) -> pd.DataFrame:
     """Every stored row of `tickers` up to and including `cutoff`, from each ticker's first,
     adjusted with the actions known as of `cutoff` (so later actions change nothing here)."""
-    if not _exists(conn, TABLE):
+    if not table_exists(conn, TABLE):
         raise LookupError("raw_prices is empty: materialize it first")
     raw = query_frame(
         conn,
@@ -124,7 +117,7 @@ def prices_until(conn: Any, tickers: Sequence[str], cutoff: dt.date) -> pd.DataF
 
 def ensure_adjusted_view(conn: Any) -> bool:
     """Create `adjusted_prices` (and an empty corporate_actions) once raw_prices exists."""
-    if not _exists(conn, TABLE):
+    if not table_exists(conn, TABLE):
         return False
     with conn.cursor() as cur:
         cur.execute("SELECT to_regclass('adjusted_prices') IS NOT NULL")

@@ -16,19 +16,12 @@ from stock_assets.storage.schema import (
     PERFORMANCE_LOG,
     RAW_PRICES,
 )
-from stock_assets.storage.writer import query_frame, table_columns
-
-
-def exists(conn: Any, table: str) -> bool:
-    with conn.cursor() as cur:
-        found = table_columns(cur, table) is not None
-    conn.rollback()
-    return found
+from stock_assets.storage.writer import query_frame, table_exists
 
 
 def predictions_targeting(conn: Any, sessions: Sequence[dt.date], tickers: Sequence[str]):
     """Predictions whose target session is one of `sessions` (empty before the first)."""
-    if not exists(conn, DAILY_PREDICTIONS.name):
+    if not table_exists(conn, DAILY_PREDICTIONS.name):
         return pd.DataFrame()
     return query_frame(
         conn,
@@ -52,7 +45,7 @@ def newest_prediction_day(conn: Any) -> dt.date | None:
 def closes_on(conn: Any, sessions: Sequence[dt.date], tickers: Sequence[str]) -> pd.DataFrame:
     """Each session's close in the basis of the session before it (what a share held the day
     before is worth, dividend included): the actual a prediction made the day before meets."""
-    actions = exists(conn, CORPORATE_ACTIONS.name)
+    actions = table_exists(conn, CORPORATE_ACTIONS.name)
     join = "LEFT JOIN corporate_actions a USING (trade_date, ticker)" if actions else ""
     cols = (
         "a.split_ratio, a.dividend"
@@ -75,7 +68,7 @@ def closes_on(conn: Any, sessions: Sequence[dt.date], tickers: Sequence[str]) ->
 
 def performance_between(conn: Any, first: dt.date, before: dt.date) -> pd.DataFrame:
     """Stored performance_log rows in [first, before)."""
-    if not exists(conn, PERFORMANCE_LOG.name):
+    if not table_exists(conn, PERFORMANCE_LOG.name):
         return pd.DataFrame(columns=list(PERFORMANCE_COLUMNS))
     return query_frame(
         conn,

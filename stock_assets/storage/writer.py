@@ -134,6 +134,14 @@ def table_columns(cur: Any, table: str) -> dict[str, str] | None:
     return {name: canonical.get(typ, typ.upper()) for name, typ in rows}
 
 
+def table_exists(conn: Any, table: str) -> bool:
+    """Whether `table` exists, without leaving a transaction open."""
+    with conn.cursor() as cur:
+        found = table_columns(cur, table) is not None
+    conn.rollback()
+    return found
+
+
 def check_fits(table: str, frame: pd.DataFrame, columns: dict[str, str]) -> None:
     """Raise SchemaMismatch naming every column that does not fit."""
     problems = []
