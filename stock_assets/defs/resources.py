@@ -272,13 +272,6 @@ class YahooSourceResource(PriceSourceResource):
         return YahooSource(retries=self.retries, backoff=self.backoff, cache_dir=cache)
 
 
-def source_resource(settings: Settings) -> PriceSourceResource:
-    """The configured source (STOCK_ASSETS_SOURCE) as a resource."""
-    from stock_assets.market.sources import source_from_settings
-
-    return PriceSourceResource.of(source_from_settings(settings))
-
-
 class AlertChannels(ConfigurableResource):
     """Where failure alerts go (`AlertSettings`). The SMTP password is an `EnvVar`: the UI shows
     the variable's name, never its value."""

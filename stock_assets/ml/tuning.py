@@ -195,7 +195,6 @@ class StudyOutcome:
     pruned: int
     history: list[float]
     seconds: float
-    already_done: int
 
 
 def run_study(
@@ -233,5 +232,4 @@ def run_study(
         pruned=sum(s == optuna.trial.TrialState.PRUNED for s in states),
         history=[t.value for t in study.trials if t.value is not None],
         seconds=round(time.monotonic() - started, 1),
-        already_done=done,
     )

@@ -21,7 +21,6 @@ from stock_assets.storage.schema import (
 from stock_assets.storage.writer import query_frame, table_exists
 
 TABLE = RAW_PRICES.name
-BARS = BAR_COLUMNS
 
 
 def last_rows_before(conn: Any, day: dt.date, tickers: Sequence[str]) -> pd.DataFrame:
@@ -41,10 +40,10 @@ def last_rows_before(conn: Any, day: dt.date, tickers: Sequence[str]) -> pd.Data
 def stored_bars(conn: Any, tickers: Sequence[str], start: dt.date, end: dt.date) -> pd.DataFrame:
     """Stored rows (as traded) of `tickers` in [start, end]."""
     if not table_exists(conn, TABLE):
-        return pd.DataFrame(columns=list(BARS))
+        return pd.DataFrame(columns=list(BAR_COLUMNS))
     return query_frame(
         conn,
-        f"SELECT {', '.join(BARS)} FROM {TABLE} WHERE trade_date BETWEEN %s AND %s "
+        f"SELECT {', '.join(BAR_COLUMNS)} FROM {TABLE} WHERE trade_date BETWEEN %s AND %s "
         "AND ticker = ANY(%s) ORDER BY ticker, trade_date",
         (start, end, list(tickers)),
     )
@@ -104,7 +103,7 @@ def prices_until(conn: Any, tickers: Sequence[str], cutoff: dt.date) -> pd.DataF
         raise LookupError("raw_prices is empty: materialize it first")
     raw = query_frame(
         conn,
-        f"SELECT {', '.join(BARS)} FROM {TABLE} WHERE trade_date <= %s AND ticker = ANY(%s) "
+        f"SELECT {', '.join(BAR_COLUMNS)} FROM {TABLE} WHERE trade_date <= %s AND ticker = ANY(%s) "
         "ORDER BY ticker, trade_date",
         (cutoff, list(tickers)),
     )
