@@ -23,7 +23,15 @@ from psycopg2 import sql
 
 from stock_assets.storage.schema import SCHEMA, WRITES_CHANNEL, WRITES_DDL, WRITES_TABLE
 
-__all__ = ["WRITES_CHANNEL", "Slice", "query_frame", "read_slice", "replace_slice"]
+__all__ = [
+    "WRITES_CHANNEL",
+    "Slice",
+    "Timeouts",
+    "WriterBusy",
+    "query_frame",
+    "read_slice",
+    "replace_slice",
+]
 
 
 class SchemaMismatch(ValueError):
@@ -32,6 +40,31 @@ class SchemaMismatch(ValueError):
 
 class SliceViolation(ValueError):
     """A frame holds rows outside the partition slice it is written as."""
+
+
+class WriterBusy(RuntimeError):
+    """The writer could not get its lock, or its statement ran too long: nothing was written."""
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """How long one writer waits for another (lock) and for one statement, in seconds.
+
+    Both bound a write: without them a writer queued behind a stuck session waits forever.
+    """
+
+    lock: float = 120.0
+    statement: float = 900.0
+
+    def __post_init__(self) -> None:
+        if self.lock <= 0 or self.statement <= 0:
+            raise ValueError(f"writer timeouts must be positive seconds, got {self}")
+
+    def apply(self, cur: Any) -> None:
+        cur.execute("SELECT set_config('lock_timeout', %s, true)", (f"{int(self.lock * 1000)}",))
+        cur.execute(
+            "SELECT set_config('statement_timeout', %s, true)", (f"{int(self.statement * 1000)}",)
+        )
 
 
 @dataclass(frozen=True)
@@ -196,7 +229,7 @@ def _create_table(
 
 
 def _to_csv(frame: pd.DataFrame, columns: dict[str, str]) -> io.BytesIO:
-    """Serialize in table column order with Arrow's CSV writer (much faster than pandas')."""
+    """Serialize `columns` (name -> type) with Arrow's CSV writer (much faster than pandas')."""
     out = {}
     for name, typ in columns.items():
         col = frame[name]
@@ -218,11 +251,13 @@ def replace_slice(
     frame: pd.DataFrame,
     where: Slice,
     primary_key: Sequence[str] | None = None,
+    timeouts: Timeouts | None = None,
 ) -> int:
     """Replace `where`'s rows of `table` with `frame`, in one transaction. Returns rows written.
 
-    Creates the table (typed from the frame) when missing. Any error rolls everything back:
-    the previous slice stays as it was.
+    Creates the table (typed from the frame) when missing. The COPY payload is built before the
+    transaction opens, so the lock is held only for DELETE + COPY. Any error rolls everything
+    back: the previous slice stays as it was.
     """
     outside = where.outside(frame)
     if outside.any():
@@ -231,8 +266,12 @@ def replace_slice(
             f"{int(outside.sum())} rows of the frame for {table!r} lie outside the partition "
             f"slice being written (e.g. {where.column} = {', '.join(bad)})"
         )
+    typed = {str(name): pg_type(frame[name]) for name in frame.columns}
+    payload = _to_csv(frame, typed) if len(frame) else None
+    timeouts = timeouts or Timeouts()
     try:
         with conn.cursor() as cur:
+            timeouts.apply(cur)
             # One writer per table at a time: two runs creating the same table, or replacing
             # overlapping slices, queue here instead of failing.
             cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"stock_assets.{table}",))
@@ -254,19 +293,31 @@ def replace_slice(
                 params,
             )
             note_write(cur, table)
-            if len(frame):
+            if payload is not None:
                 copy = sql.SQL("COPY {}.{} ({}) FROM STDIN WITH (FORMAT csv)").format(
                     sql.Identifier(SCHEMA),
                     sql.Identifier(table),
-                    sql.SQL(", ").join(map(sql.Identifier, columns)),
+                    sql.SQL(", ").join(map(sql.Identifier, typed)),
                 )
-                cur.copy_expert(copy.as_string(conn), _to_csv(frame, columns))
+                cur.copy_expert(copy.as_string(conn), payload)
         conn.commit()
     except psycopg2.errors.UniqueViolation as exc:
         conn.rollback()
         raise SchemaMismatch(
             f"duplicate rows for {table!r} on its key {list(primary_key or [])}: "
             f"{exc.diag.message_detail or exc}"
+        ) from exc
+    except psycopg2.errors.LockNotAvailable as exc:
+        conn.rollback()
+        raise WriterBusy(
+            f"{table!r}: another writer held its lock for more than {timeouts.lock:g} s "
+            "(STOCK_ASSETS_LOCK_TIMEOUT_SECONDS); nothing was written — retry when it is done"
+        ) from exc
+    except psycopg2.errors.QueryCanceled as exc:
+        conn.rollback()
+        raise WriterBusy(
+            f"{table!r}: the write ran longer than {timeouts.statement:g} s "
+            "(STOCK_ASSETS_STATEMENT_TIMEOUT_SECONDS) and was cancelled; nothing was written"
         ) from exc
     except BaseException:
         conn.rollback()
