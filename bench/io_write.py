@@ -67,7 +67,7 @@ def main() -> None:
         ),
     )
     t0 = time.perf_counter()
-    frame = collect_prices(source, tickers, FIRST, LAST)
+    frame = collect_prices(source, tickers, FIRST, LAST).frame
     print(f"state {HOME}")
     print(
         f"generated {len(frame):,} rows in {time.perf_counter() - t0:.1f} s "

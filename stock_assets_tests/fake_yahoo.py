@@ -53,6 +53,9 @@ class FakeYahoo:
     requests: list[str] = field(default_factory=list)
     today: dt.date | None = None  # the fetch day; None: the last day in `prices`
     rescale: dict[str, float] = field(default_factory=dict)  # ticker -> factor on every bar
+    # (ticker, day) -> cells as Yahoo sends them: None (null), inf, a wrong price
+    broken: dict[tuple[str, dt.date], dict[str, float | None]] = field(default_factory=dict)
+    throttled: set[str] = field(default_factory=set)  # tickers rate-limited on every request
 
     def install(self, monkeypatch) -> FakeYahoo:
         from yfinance.data import YfData
@@ -90,6 +93,8 @@ class FakeYahoo:
                 url=url,
             )
         if "period1" in params:
+            if ticker in self.throttled:
+                raise YFRateLimitError()
             if self.rate_limited > 0:
                 self.rate_limited -= 1
                 raise YFRateLimitError()
@@ -100,7 +105,7 @@ class FakeYahoo:
         else:
             rows = rows.tail(1)
         rows = rows[[(ticker, d) not in self.drop for d in rows["trade_date"]]]
-        return FakeResponse(_chart(ticker, rows, self.nan_bars), url=url)
+        return FakeResponse(_chart(ticker, rows, self.nan_bars, self.broken), url=url)
 
 
 def _as_of_fetch(truth: pd.DataFrame, today: dt.date | None) -> pd.DataFrame:
@@ -122,7 +127,7 @@ def _as_of_fetch(truth: pd.DataFrame, today: dt.date | None) -> pd.DataFrame:
     return rows
 
 
-def _chart(ticker: str, rows: pd.DataFrame, nan_bars: set) -> dict:
+def _chart(ticker: str, rows: pd.DataFrame, nan_bars: set, broken: dict | None = None) -> dict:
     meta = {
         "currency": "USD",
         "symbol": ticker,
@@ -147,9 +152,12 @@ def _chart(ticker: str, rows: pd.DataFrame, nan_bars: set) -> dict:
     adj = []
     for row in rows.itertuples(index=False):
         blank = (row.ticker, row.trade_date) in nan_bars
+        cells = (broken or {}).get((row.ticker, row.trade_date), {})
         for k in ("open", "high", "low", "close"):
-            quote[k].append(None if blank else float(getattr(row, k)))
-        quote["volume"].append(None if blank else int(row.volume))
+            value = None if blank else float(getattr(row, k))
+            quote[k].append(cells.get(k, value) if k in cells else value)
+        volume = None if blank else int(row.volume)
+        quote["volume"].append(cells.get("volume", volume) if "volume" in cells else volume)
         adj.append(None if blank else float(row.adj_close))
     splits = {
         str(ts): {

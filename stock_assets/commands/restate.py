@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from stock_assets.market.calendars import sessions_between
 from stock_assets.market.ingest import collect_prices, split_collected
 from stock_assets.market.sources import PriceSource
+from stock_assets.market.validation import validate
 from stock_assets.runtime.postgres import connect, ready_server
 from stock_assets.settings import Settings
 from stock_assets.storage import prices as stored
@@ -37,8 +38,21 @@ def restate(
         end = end or span[1]
         if end < start:
             raise ValueError(f"--start {start} is after the newest stored session {end}")
-        frame = collect_prices(source, [ticker], start, end, settings.market.exchange)
-        bars, actions = split_collected(frame)
+        collected = collect_prices(source, [ticker], start, end, settings.market.exchange)
+        if len(collected.missing):
+            first = collected.missing.iloc[0]
+            raise ValueError(
+                f"{ticker}: the source has no row for {len(collected.missing)} session(s), e.g. "
+                f"{first.trade_date} ({first.reason}); nothing was restated"
+            )
+        checked = validate(collected.frame, stored.last_rows_before(conn, start, [ticker]))
+        if len(checked.rejected):
+            bad = checked.rejected.iloc[0]
+            raise ValueError(
+                f"{ticker}: {len(checked.rejected)} fetched row(s) break a rule, e.g. "
+                f"{bad.trade_date}: {bad.rule} ({bad.detail}); nothing was restated"
+            )
+        bars, actions = split_collected(checked.good)
         days = sessions_between(start, end, settings.market.exchange)
         rows = stored.replace_ticker_days(conn, ticker, days, bars, actions)
         runs = []

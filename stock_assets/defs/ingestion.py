@@ -33,20 +33,26 @@ from stock_assets.defs.resources import (
     PostgresResource,
     PriceSourceResource,
 )
-from stock_assets.market.calendars import sessions_between
-from stock_assets.market.ingest import collect_prices, partition_notes, split_collected
-from stock_assets.market.quality import (
-    BLOCKING_JUMPS,
-    calendar_gaps,
-    ohlc_violations,
-    price_jumps,
-    restatement_message,
-    restatements,
-)
+from stock_assets.market.calendars import require_closed, sessions_between
+from stock_assets.market.ingest import Collected, collect_prices, partition_notes, split_collected
+from stock_assets.market.quality import calendar_gaps, restatement_message, restatements
 from stock_assets.market.sources import PriceSource
+from stock_assets.market.validation import (
+    JUMP_RULES,
+    ROW_RULES,
+    Validated,
+    missing_keys,
+    missing_shares,
+    validate,
+)
 from stock_assets.ml.charts import price_chart_markdown
 from stock_assets.storage import prices as stored
-from stock_assets.storage.schema import CORPORATE_ACTIONS, RAW_PRICES
+from stock_assets.storage.schema import (
+    CORPORATE_ACTIONS,
+    MISSING_COLUMNS,
+    RAW_PRICES,
+    REJECTED_COLUMNS,
+)
 
 RAW = AssetKey(RAW_PRICES.name)
 ACTIONS = AssetKey(CORPORATE_ACTIONS.name)
@@ -84,17 +90,25 @@ class RestatedHistory(ValueError):
         AssetCheckSpec(
             "ohlc_consistent",
             asset=RAW,
-            blocking=True,
-            description="high ≥ max(open, close), low ≤ min(open, close), prices > 0, "
-            "volume ≥ 0, no NaN.",
+            description="Rows breaking a row rule — NaN/blank or infinite cell, price ≤ 0, "
+            "high < max(open, close), low > min(open, close), volume < 0, duplicate key — are "
+            "kept out of raw_prices (in raw_prices_rejected); this warns, listing them.",
         ),
         AssetCheckSpec(
             "price_jumps",
             asset=RAW,
-            blocking=True,
             description="Day-over-day changes beyond ±20 %, judged on the total return with "
             "the day's actions: an action that explains the move passes, a real move is "
-            "metadata, a split-like ratio no action explains or a 50× ratio fails.",
+            "metadata, a split-like ratio no action explains or a 50× ratio is kept out of "
+            "raw_prices (in raw_prices_rejected) and warns.",
+        ),
+        AssetCheckSpec(
+            "tickers_complete",
+            asset=RAW,
+            blocking=True,
+            description="Every session has a stored row for every configured ticker. Missing "
+            "or rejected tickers warn; more than STOCK_ASSETS_MAX_MISSING_SHARE of them in a "
+            "session (a systemic outage) blocks downstream.",
         ),
     ],
 )
@@ -108,27 +122,46 @@ def raw_prices(
     keys, window = context.partition_keys, context.partition_time_window
     first, last = window.start.date(), window.end.date() - dt.timedelta(days=1)
     tickers, source = market.ticker_list(), price_source.source()
+    if source.live:
+        settle = dt.timedelta(minutes=market.settle_minutes)
+        require_closed(last, market.exchange, settle, dt.datetime.now(dt.UTC))
     with stocks_db.connect() as conn:
         previous = stored.last_rows_before(conn, first, tickers)
         overlap = stored.last_sessions_before(conn, first, operations.overlap_sessions)
         kept = stored.stored_bars(conn, tickers, overlap[0], first) if overlap else None
     start = overlap[0] if overlap else first
-    frame = _collect(context, operations, source, tickers, (start, last), market.exchange)
+    collected = _collect(context, operations, source, tickers, (start, last), market.exchange)
+    frame = collected.frame
     if kept is not None and len(restated := restatements(frame[frame.trade_date < first], kept)):
         raise RestatedHistory(restatement_message(restated))  # before anything is written
-    bars, actions = split_collected(frame[frame["trade_date"] >= first])
+    checked = validate(frame[frame["trade_date"] >= first], previous)  # before anything too
+    unanswered = collected.missing[collected.missing["trade_date"] >= first]
+    missing = missing_keys(unanswered, checked.rejected, checked.good)
+    sessions = sorted(sessions_between(first, last, market.exchange))
+    shares = missing_shares(missing, sessions, len(tickers))
+    if max(shares.values(), default=0.0) > operations.max_missing_share:
+        _retry_if_left(context, operations)  # a systemic outage or late data: try again later
+    bars, actions = split_collected(checked.good)
+    with stocks_db.connect() as conn:
+        stored.record_gaps(
+            conn,
+            first,
+            last,
+            rejected_rows(checked.rejected, context.run_id),
+            missing_rows(missing, context.run_id),
+            stocks_db.timeouts(),
+        )
     if ACTIONS in context.selected_asset_keys:
         yield Output(actions, output_name=CORPORATE_ACTIONS.name)
     else:  # stored bars are only readable with their days' actions: record them regardless
         with stocks_db.connect() as conn:
             stored.write_actions(conn, actions, first, last)
     if RAW in context.selected_asset_keys:
-        sessions = set(sessions_between(first, last, market.exchange))
-        _partition_metadata(context, keys, bars, len(tickers), sessions, market)
+        _partition_metadata(context, keys, bars, missing, len(tickers), set(sessions), market)
         basis = MetadataValue.json({t: source.basis(t) for t in tickers})
         yield Output(bars, output_name=RAW_PRICES.name, metadata={"basis": basis})
         checks = context.selected_asset_check_keys
-        for result in price_checks(bars, previous, actions):
+        for result in price_checks(checked, missing, shares, operations.max_missing_share):
             if AssetCheckKey(RAW, result.check_name) in checks:
                 yield result
 
@@ -140,51 +173,95 @@ def _collect(
     tickers: list[str],
     span: tuple[dt.date, dt.date],
     exchange: str,
-) -> pd.DataFrame:
-    """The source's rows for the span; late data or an outage retries with back-off."""
+) -> Collected:
+    """The source's rows for the span; an outage of the whole source retries with back-off."""
     try:
         return collect_prices(source, tickers, span[0], span[1], exchange)
-    except Exception as exc:
-        if context.retry_number >= operations.ingest_retries:
-            raise
+    except Exception:
+        _retry_if_left(context, operations)
+        raise
+
+
+def _retry_if_left(context: AssetExecutionContext, operations: OperationsConfig) -> None:
+    """Ask Dagster for a retry with back-off while retries are left (late data, outages)."""
+    if context.retry_number < operations.ingest_retries:
         wait = operations.ingest_retry_seconds * 2**context.retry_number
-        raise RetryRequested(operations.ingest_retries, seconds_to_wait=wait) from exc
+        raise RetryRequested(operations.ingest_retries, seconds_to_wait=wait)
 
 
-def _partition_metadata(context, keys, bars, n_tickers, sessions, market) -> None:
+def _partition_metadata(context, keys, bars, missing, n_tickers, sessions, market) -> None:
     chart = {}
     if len(keys) <= market.chart_max_partitions and not bars.empty:
         title = f"raw_prices {keys[0]} … {keys[-1]}"
         chart = {"price_chart": MetadataValue.md(price_chart_markdown(bars, title))}
-    for key, note in partition_notes(keys, bars, n_tickers, sessions, market.exchange).items():
+    notes = partition_notes(keys, bars, missing, n_tickers, sessions, market.exchange)
+    for key, note in notes.items():
         context.add_asset_metadata({**note, **chart}, asset_key=RAW, partition_key=key)
 
 
+def rejected_rows(rejected: pd.DataFrame, run_id: str) -> pd.DataFrame:
+    """raw_prices_rejected rows: the values as fetched, the rule, the run and when."""
+    out = rejected.assign(run_id=run_id, rejected_at=rejected["ingested_at"])
+    out["volume"] = out["volume"].astype("float64")
+    return out[list(REJECTED_COLUMNS)]
+
+
+def missing_rows(missing: pd.DataFrame, run_id: str) -> pd.DataFrame:
+    now = pd.Timestamp.now(tz="UTC")
+    return missing.assign(run_id=run_id, recorded_at=now)[list(MISSING_COLUMNS)]
+
+
 def price_checks(
-    bars: pd.DataFrame, previous: pd.DataFrame, actions: pd.DataFrame
+    checked: Validated,
+    missing: pd.DataFrame,
+    shares: dict[dt.date, float],
+    max_share: float,
 ) -> Iterator[AssetCheckResult]:
-    """The in-step checks of a run's rows (and each ticker's stored day before them)."""
-    bad = ohlc_violations(bars)
+    """The in-step checks: what validation kept out, and how many tickers each session lacks."""
+    rejected = checked.rejected
+    by_row_rule = rejected[rejected["rule"].isin(ROW_RULES)]
+    shown = ["trade_date", "ticker", "rule", "detail"]
     yield AssetCheckResult(
         asset_key=RAW,
         check_name="ohlc_consistent",
-        passed=bad.empty,
-        severity=AssetCheckSeverity.ERROR,
-        metadata={"violations": len(bad), "examples": frame_md(bad)},
+        passed=by_row_rule.empty,
+        severity=AssetCheckSeverity.WARN,
+        metadata={
+            "rejected": len(by_row_rule),
+            "rules": MetadataValue.json(by_row_rule["rule"].value_counts().to_dict()),
+            "examples": frame_md(by_row_rule[shown]),
+        },
     )
-    jumps = price_jumps(bars, previous, actions)
-    count = jumps["kind"].value_counts()
+    by_ratio = rejected[rejected["rule"].isin(JUMP_RULES.values())]
+    count = checked.moves["kind"].value_counts()
     yield AssetCheckResult(
         asset_key=RAW,
         check_name="price_jumps",
-        passed=not any(count.get(k, 0) for k in BLOCKING_JUMPS),
-        severity=AssetCheckSeverity.ERROR,
+        passed=by_ratio.empty,
+        severity=AssetCheckSeverity.WARN,
         metadata={
             "splits_explained": int(count.get("split", 0)),
             "moves": int(count.get("move", 0)),
-            "unrecorded_splits": int(count.get("unrecorded_split", 0)),
-            "unit_errors": int(count.get("unit_error", 0)),
-            "jumps": frame_md(jumps),
+            "unrecorded_splits": int((by_ratio["rule"] == JUMP_RULES["unrecorded_split"]).sum()),
+            "unit_errors": int((by_ratio["rule"] == JUMP_RULES["unit_error"]).sum()),
+            "jumps": frame_md(checked.moves),
+            "rejected": frame_md(by_ratio[shown]),
+        },
+    )
+    worst = max(shares.values(), default=0.0)
+    yield AssetCheckResult(
+        asset_key=RAW,
+        check_name="tickers_complete",
+        passed=missing.empty,
+        severity=AssetCheckSeverity.ERROR if worst > max_share else AssetCheckSeverity.WARN,
+        metadata={
+            "missing_rows": len(missing),
+            "worst_session_share": MetadataValue.float(round(worst, 4)),
+            "max_missing_share": MetadataValue.float(max_share),
+            "missing_tickers": MetadataValue.json(
+                missing.groupby("ticker")["reason"].first().to_dict()
+            ),
+            "missing": frame_md(missing),
         },
     )
 
@@ -194,7 +271,8 @@ def price_checks(
     name="calendar_complete",
     blocking=True,
     description="Every session of the exchange calendar between the first and last stored "
-    "day has a row for every configured ticker.",
+    "day has a row for every configured ticker, or a recorded reason in raw_prices_missing "
+    "(a ticker kept out by validation or not answered). An unexplained gap blocks.",
 )
 def calendar_complete(
     context: AssetCheckExecutionContext, market: MarketResource, stocks_db: PostgresResource
@@ -203,20 +281,25 @@ def calendar_complete(
     with stocks_db.connect() as conn:
         span = stored.stored_span(conn)
         keys = stored.stored_keys(conn, tickers) if span else None
-    if span is None or keys is None:
+        recorded = stored.missing_since(conn, span[0]) if span else None
+    if span is None or keys is None or recorded is None:
         return AssetCheckResult(passed=True, metadata={"stored_rows": 0})
     sessions = sessions_between(span[0], span[1], market.exchange)
     gaps = calendar_gaps(keys, sessions, tickers)
+    known = pd.MultiIndex.from_frame(recorded[["trade_date", "ticker"]])
+    explained = pd.MultiIndex.from_frame(gaps[["trade_date", "ticker"]]).isin(known)
+    unexplained = gaps[~explained]
     return AssetCheckResult(
-        passed=gaps.empty,
+        passed=unexplained.empty,
         severity=AssetCheckSeverity.ERROR,
         metadata={
             "span": f"{span[0]} … {span[1]}",
             "sessions": len(sessions),
-            "missing_rows": len(gaps),
+            "missing_rows": len(unexplained),
+            "recorded_missing_rows": int(explained.sum()),
             "missing_by_ticker": MetadataValue.json(
-                gaps.groupby("ticker").size().to_dict() if len(gaps) else {}
+                unexplained.groupby("ticker").size().to_dict() if len(unexplained) else {}
             ),
-            "missing": frame_md(gaps),
+            "missing": frame_md(unexplained),
         },
     )

@@ -1,13 +1,14 @@
 """Turn a source's answer into the rows of raw_prices for a run of trading days. No Dagster.
 
 The calendar decides: a weekday the exchange was closed is an empty partition; a session with
-no data for a ticker is an outage and fails the whole run, naming what is missing.
+no data for a ticker is recorded as missing (which, why) and the other tickers are stored.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import pandas as pd
 
@@ -17,10 +18,6 @@ from stock_assets.market.sources.base import PRICE_COLUMNS, PriceSource, SourceE
 
 COLLECTED_COLUMNS: tuple[str, ...] = (*PRICE_COLUMNS, "source", "ingested_at")
 BAR_COLUMNS = ("trade_date", "ticker", "open", "high", "low", "close", "volume")
-
-
-class MissingPrices(SourceError):
-    """A session day without data for a ticker: an outage, not a holiday."""
 
 
 def _stamp(frame: pd.DataFrame, source: str, now: dt.datetime) -> pd.DataFrame:
@@ -34,6 +31,7 @@ def split_collected(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """raw_prices rows (bars as traded) and corporate_actions rows (with when they were learned)
     of a collected frame."""
     bars = frame[[*BAR_COLUMNS, "source", "ingested_at"]].reset_index(drop=True)
+    bars["volume"] = bars["volume"].astype("Int64")  # validated: finite counts
     actions = actions_of(frame)
     known = frame.set_index(["trade_date", "ticker"])
     keys = pd.MultiIndex.from_frame(actions[["trade_date", "ticker"]])
@@ -45,6 +43,15 @@ def split_collected(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     return bars, actions
 
 
+@dataclass(frozen=True)
+class Collected:
+    """A source's answer for a span of sessions: its rows, and the (session, ticker) pairs it
+    did not answer with the reason (the ticker's error, or no row)."""
+
+    frame: pd.DataFrame  # COLLECTED_COLUMNS, not yet validated
+    missing: pd.DataFrame  # trade_date, ticker, reason
+
+
 def collect_prices(
     source: PriceSource,
     tickers: Sequence[str],
@@ -52,43 +59,48 @@ def collect_prices(
     last_day: dt.date,
     exchange: str = "XNYS",
     now: dt.datetime | None = None,
-) -> pd.DataFrame:
-    """raw_prices rows for every session in [first_day, last_day], or an error naming the gap."""
+) -> Collected:
+    """The source's rows for every session in [first_day, last_day], and what it left out.
+
+    A request that cannot be answered at all (no tickers, dates outside the source) raises; a
+    ticker that fails or a session without its row is recorded, and the other tickers go on.
+    """
     now = now or dt.datetime.now(dt.UTC)
     if not tickers:
         raise SourceError(f"{source.name}: the ticker list is empty")
     sessions = sessions_between(first_day, last_day, exchange)
     if not sessions:
-        return _stamp(empty_prices(), source.name, now)
+        return Collected(_stamp(empty_prices(), source.name, now), _no_missing())
     source.check(tickers, sessions[0], sessions[-1])
-    frame = source.fetch(tickers, sessions[0], sessions[-1])
+    frame, failed = source.fetch_each(tickers, sessions[0], sessions[-1])
     frame = frame[frame["ticker"].isin(tickers) & frame["trade_date"].isin(sessions)]
-    dupes = frame.duplicated(["trade_date", "ticker"])
-    if dupes.any():
-        row = frame[dupes].iloc[0]
-        raise SourceError(
-            f"{source.name}: {int(dupes.sum())} duplicate rows, e.g. {row.ticker} on "
-            f"{row.trade_date}"
-        )
     expected = pd.MultiIndex.from_product([sessions, list(tickers)], names=["trade_date", "ticker"])
     have = pd.MultiIndex.from_frame(frame[["trade_date", "ticker"]])
-    missing = expected.difference(have)
-    if len(missing):
-        shown = ", ".join(f"{t} on {d}" for d, t in list(missing)[:8])
-        more = f" and {len(missing) - 8} more" if len(missing) > 8 else ""
-        raise MissingPrices(
-            f"{source.name}: no prices for {shown}{more} — these are sessions of {exchange}, "
-            "so this is an outage or a bad ticker, not a holiday; nothing was written"
-        )
+    gaps = expected.difference(have).to_frame(index=False)
+    gaps["reason"] = [
+        failed.get(t, f"{source.name} returned no row for a session of {exchange}")
+        for t in gaps["ticker"]
+    ]
     frame = frame.sort_values(["trade_date", "ticker"], ignore_index=True)
-    return _stamp(frame, source.name, now)
+    return Collected(_stamp(frame, source.name, now), gaps)
+
+
+def _no_missing() -> pd.DataFrame:
+    return pd.DataFrame({"trade_date": [], "ticker": [], "reason": []}, dtype=object)
 
 
 def partition_notes(
-    keys: Sequence[str], frame: pd.DataFrame, n_tickers: int, sessions: set[dt.date], exchange: str
+    keys: Sequence[str],
+    frame: pd.DataFrame,
+    missing: pd.DataFrame,
+    n_tickers: int,
+    sessions: set[dt.date],
+    exchange: str,
 ) -> dict[str, dict]:
-    """What each trading_days partition of a run holds: rows, tickers, whether it was a session."""
+    """What each trading_days partition of a run holds: rows, tickers, whether it was a session,
+    and which tickers it misses (why)."""
     by_day = frame.groupby("trade_date").size()
+    gaps = {day: rows for day, rows in missing.groupby("trade_date")}
     notes = {}
     for key in keys:
         day = dt.date.fromisoformat(key)
@@ -99,4 +111,8 @@ def partition_notes(
         }
         if day not in sessions:
             notes[key]["note"] = f"{exchange} was closed: empty partition"
+        if day in gaps:
+            notes[key]["missing_tickers"] = dict(
+                zip(gaps[day]["ticker"], gaps[day]["reason"], strict=True)
+            )
     return notes

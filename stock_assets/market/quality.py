@@ -8,8 +8,6 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from stock_assets.market.calendars import sessions_between
-
 EXAMINE = 0.20  # day-over-day changes beyond ±20 % are examined (a 3:2 split is −33 %)
 UNIT_ERROR_RATIO = 50.0  # a total return beyond 50× either way is a unit error
 # Split ratios seen in practice, and how close a total return must come to one (or its
@@ -18,26 +16,6 @@ UNIT_ERROR_RATIO = 50.0  # a total return beyond 50× either way is a unit error
 # (2000-09-29) is 3.8 % from a 2:1 split.
 SPLIT_RATIOS = (2.0, 3.0, 4.0, 5.0, 7.0, 8.0, 10.0, 15.0, 20.0, 25.0, 50.0, 1.5, 2.5)
 SPLIT_TOLERANCE = 0.025
-
-
-def ohlc_violations(frame: pd.DataFrame) -> pd.DataFrame:
-    """Rows breaking OHLC consistency, each with the rule it breaks."""
-    price_cols = ["open", "high", "low", "close"]
-    rules = {
-        "NaN value": frame[[*price_cols, "volume"]].isna().any(axis=1),
-        "price <= 0": (frame[price_cols] <= 0).any(axis=1),
-        "high < max(open, close)": frame["high"] < frame[["open", "close"]].max(axis=1),
-        "low > min(open, close)": frame["low"] > frame[["open", "close"]].min(axis=1),
-        "volume < 0": frame["volume"].fillna(0) < 0,
-    }
-    bad = []
-    for rule, mask in rules.items():
-        mask = mask.fillna(False).astype(bool)
-        if mask.any():
-            bad.append(frame.loc[mask, ["trade_date", "ticker"]].assign(rule=rule))
-    if not bad:
-        return pd.DataFrame(columns=["trade_date", "ticker", "rule"])
-    return pd.concat(bad, ignore_index=True).sort_values(["trade_date", "ticker"])
 
 
 def _split_like(ratio: np.ndarray) -> np.ndarray:
@@ -116,6 +94,19 @@ def price_jumps(
 
 
 BLOCKING_JUMPS = ("unrecorded_split", "unit_error")
+
+
+def jump_kind(total_return: float) -> str:
+    """price_jumps' kind of one total return: unit_error, unrecorded_split, move or ok."""
+    r = np.array([total_return], dtype=float)
+    log = np.abs(np.log(r))[0]
+    if log > np.log(UNIT_ERROR_RATIO):
+        return "unit_error"
+    if log > np.log(1 + EXAMINE):
+        return "unrecorded_split" if _split_like(r)[0] else "move"
+    return "ok"
+
+
 RESTATEMENT_TOLERANCE = 0.005  # a stored close the vendor now reports ≥ 0.5 % apart
 
 
@@ -151,20 +142,3 @@ def calendar_gaps(
     have = pd.MultiIndex.from_frame(stored[["trade_date", "ticker"]])
     missing = expected.difference(have)
     return pd.DataFrame(list(missing), columns=["trade_date", "ticker"])
-
-
-def missing_in_window(
-    prices: pd.DataFrame, tickers: Sequence[str], last: dt.date, exchange: str
-) -> str | None:
-    """A clear message when stored prices lack a session up to `last` for a ticker."""
-    if prices.empty:
-        return "raw_prices holds no rows for the configured tickers"
-    expected = sessions_between(prices["trade_date"].min(), last, exchange)
-    gaps = calendar_gaps(prices[["trade_date", "ticker"]], expected, tickers)
-    if gaps.empty:
-        return None
-    shown = ", ".join(f"{r.ticker} on {r.trade_date}" for r in gaps.head(5).itertuples())
-    return (
-        f"raw_prices is missing {len(gaps)} row(s) in the prediction window ({shown}): "
-        "materialize those raw_prices partitions first"
-    )

@@ -17,6 +17,10 @@ from stock_assets.storage.schema import (
     CORPORATE_ACTIONS_DDL,
     PRICE_COLUMNS,
     RAW_PRICES,
+    RAW_PRICES_MISSING,
+    RAW_PRICES_MISSING_DDL,
+    RAW_PRICES_REJECTED,
+    RAW_PRICES_REJECTED_DDL,
 )
 from stock_assets.storage.writer import query_frame, table_exists
 
@@ -174,3 +178,37 @@ def write_actions(conn: Any, actions: pd.DataFrame, first: dt.date, last: dt.dat
     rows = replace_slice(conn, table.name, actions, where, list(table.primary_key))
     ensure_adjusted_view(conn)
     return rows
+
+
+def record_gaps(
+    conn: Any,
+    first: dt.date,
+    last: dt.date,
+    rejected: pd.DataFrame,
+    missing: pd.DataFrame,
+    timeouts: Any = None,
+) -> None:
+    """Replace the rejected rows and the missing (session, ticker) records of [first, last]:
+    a rerun that fetched good rows clears them."""
+    from stock_assets.storage.writer import Slice, replace_slice
+
+    with conn.cursor() as cur:
+        cur.execute("SELECT pg_advisory_xact_lock(hashtext('stock_assets.raw_prices_gaps'))")
+        cur.execute(RAW_PRICES_REJECTED_DDL)
+        cur.execute(RAW_PRICES_MISSING_DDL)
+    conn.commit()
+    where = Slice("trade_date", start=first, end=last + dt.timedelta(days=1))
+    replace_slice(conn, RAW_PRICES_REJECTED.name, rejected, where, timeouts=timeouts)
+    replace_slice(conn, RAW_PRICES_MISSING.name, missing, where, timeouts=timeouts)
+
+
+def missing_since(conn: Any, since: dt.date) -> pd.DataFrame:
+    """The recorded (session, ticker) gaps from `since` on, newest first."""
+    if not table_exists(conn, RAW_PRICES_MISSING.name):
+        return pd.DataFrame(columns=["trade_date", "ticker", "reason"])
+    return query_frame(
+        conn,
+        f"SELECT trade_date, ticker, reason FROM {RAW_PRICES_MISSING.name} "
+        "WHERE trade_date >= %s ORDER BY trade_date DESC, ticker",
+        (since,),
+    )

@@ -94,6 +94,7 @@ PREDICTION_COLUMNS: tuple[str, ...] = (
     "dataset_run_id",
     "in_sample",
     "created_at",
+    "served_by",
 )
 
 PERFORMANCE_COLUMNS: tuple[str, ...] = (
@@ -157,3 +158,56 @@ CREATE TABLE IF NOT EXISTS replay_progress (
     reason TEXT
 )
 """
+
+# Rows a fetch brought that broke a blocking rule (market/validation.py): kept out of
+# raw_prices, with the values as fetched. Replaced per ingested slice of trade_date.
+RAW_PRICES_REJECTED = AssetTable("raw_prices_rejected", "trade_date")  # duplicates too: no key
+RAW_PRICES_REJECTED_DDL = """
+CREATE TABLE IF NOT EXISTS raw_prices_rejected (
+    trade_date DATE NOT NULL,
+    ticker TEXT NOT NULL,
+    open DOUBLE PRECISION,
+    high DOUBLE PRECISION,
+    low DOUBLE PRECISION,
+    close DOUBLE PRECISION,
+    volume DOUBLE PRECISION,
+    dividend DOUBLE PRECISION,
+    split_ratio DOUBLE PRECISION,
+    rule TEXT NOT NULL,
+    detail TEXT,
+    source TEXT,
+    run_id TEXT,
+    rejected_at TIMESTAMPTZ NOT NULL
+)
+"""
+REJECTED_COLUMNS = (
+    "trade_date",
+    "ticker",
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "dividend",
+    "split_ratio",
+    "rule",
+    "detail",
+    "source",
+    "run_id",
+    "rejected_at",
+)
+
+# Sessions a configured ticker has no raw_prices row for, and why (no answer, source error,
+# rejected): what /health and the dashboard show. Replaced per ingested slice of trade_date.
+RAW_PRICES_MISSING = AssetTable("raw_prices_missing", "trade_date", ("trade_date", "ticker"))
+RAW_PRICES_MISSING_DDL = """
+CREATE TABLE IF NOT EXISTS raw_prices_missing (
+    trade_date DATE NOT NULL,
+    ticker TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    run_id TEXT,
+    recorded_at TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (trade_date, ticker)
+)
+"""
+MISSING_COLUMNS = ("trade_date", "ticker", "reason", "run_id", "recorded_at")

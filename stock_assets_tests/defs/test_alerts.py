@@ -90,7 +90,8 @@ def _channels() -> AlertChannels:
 
 
 def _bad_ohlc_run(tmp_path: Path, instance: DagsterInstance):
-    """ingest_prices over a CSV whose 2024-01-04 bar has high < close: the blocking check fails."""
+    """ingest_prices over a CSV whose 2024-01-04 bar has high < close: the bar is rejected, and
+    with the only ticker missing that day the blocking tickers_complete check fails."""
     header = "Date,Open,High,Low,Close,Adj Close,Volume\n"
     rows = (
         "2024-01-02,10,11,9,10.5,10.5,100\n2024-01-03,10.5,11,10,10.8,10.8,100\n"
@@ -139,25 +140,27 @@ def test_failed_checks_are_alerted_once_from_the_first_tick_on(stocks_url, tmp_p
     assert isinstance(check_failure_alert(first), SkipReason)
     result = _bad_ohlc_run(tmp_path, instance)
     failed = [e for e in result.get_asset_check_evaluations() if not e.passed]
-    assert [e.check_name for e in failed] == ["ohlc_consistent"]
+    assert [e.check_name for e in failed] == ["ohlc_consistent", "tickers_complete"]
     second = build_sensor_context(
         instance=instance, cursor=first.cursor, resources={"alerts": _channels()}
     )
     outcome = check_failure_alert(second)
-    assert "1 failed check(s) alerted" in outcome.skip_message
-    (mail,) = mails
-    assert mail["Subject"].startswith(
-        "[stock_assets] ERROR check raw_prices.ohlc_consistent failed"
+    assert "2 failed check(s) alerted" in outcome.skip_message
+    warn, error = sorted(mails, key=lambda m: m["Subject"], reverse=True)
+    assert warn["Subject"].startswith("[stock_assets] WARN check raw_prices.ohlc_consistent failed")
+    assert "high < max(open, close)" in warn.get_content()
+    assert error["Subject"].startswith(
+        "[stock_assets] ERROR check raw_prices.tickers_complete failed"
     )
-    assert "high < max(open, close)" in mail.get_content()
-    assert posts[0]["kind"] == "check_failure"
-    assert posts[0]["details"]["check"] == "ohlc_consistent"
-    assert posts[0]["details"]["run_id"] == result.run_id
+    assert "rejected: high < max(open, close)" in error.get_content()
+    assert {p["details"]["check"] for p in posts} == {"ohlc_consistent", "tickers_complete"}
+    assert {p["kind"] for p in posts} == {"check_failure"}
+    assert {p["details"]["run_id"] for p in posts} == {result.run_id}
     third = build_sensor_context(
         instance=instance, cursor=second.cursor, resources={"alerts": _channels()}
     )
     check_failure_alert(third)
-    assert len(mails) == 1 and len(posts) == 1  # nothing new: nothing resent
+    assert len(mails) == 2 and len(posts) == 2  # nothing new: nothing resent
 
 
 def test_without_channels_an_alert_is_only_logged(monkeypatch, caplog):

@@ -13,10 +13,9 @@ from dagster._core.storage.tags import (
 )
 
 from stock_assets.definitions import build_definitions
-from stock_assets.market.sources import CsvSource, SyntheticSource, YahooSource
+from stock_assets.market.sources import CsvSource, SyntheticSource
 from stock_assets.settings import load_settings
 from stock_assets_tests.conftest import query
-from stock_assets_tests.fake_yahoo import FakeYahoo
 
 SYN = SyntheticSource(seed=5, n_tickers=3, start=dt.date(2023, 12, 1), end=dt.date(2024, 3, 28))
 
@@ -50,8 +49,9 @@ def test_backfill_with_holidays_writes_sessions_and_labels_closed_days(stocks_ur
         (3 * 13, 13)
     ]
     assert _checks(result) == {
-        "ohlc_consistent": (True, "ERROR"),
-        "price_jumps": (True, "ERROR"),
+        "ohlc_consistent": (True, "WARN"),
+        "price_jumps": (True, "WARN"),
+        "tickers_complete": (True, "WARN"),
         "calendar_complete": (True, "ERROR"),
     }
     records = instance.fetch_materializations(AssetKey("raw_prices"), limit=100).records
@@ -68,24 +68,6 @@ def test_small_run_gets_a_chart(stocks_url):
     assert _run(_job(SYN, "2023-12-01"), "2024-01-16", "2024-01-17", instance).success
     record = instance.fetch_materializations(AssetKey("raw_prices"), limit=1).records[0]
     assert record.asset_materialization.metadata["price_chart"].value.startswith("![raw_prices")
-
-
-def test_one_ticker_missing_fails_the_partition_and_writes_nothing(
-    stocks_url, monkeypatch, tmp_path
-):
-    truth = SYN.fetch(["SYN000", "SYN001"], SYN.start, SYN.end)
-    fake = FakeYahoo(truth).install(monkeypatch)
-    source = YahooSource(retries=0, cache_dir=tmp_path, sleep=lambda s: None)
-    job = _job(source, "2023-12-01", tickers=("SYN000", "SYN001"))
-    assert _run(job, "2024-01-16").success
-    fake.drop.add(("SYN001", dt.date(2024, 1, 17)))
-    result = _run(job, "2024-01-16", "2024-01-17")
-    assert not result.success
-    failure = result.failure_data_for_node("raw_prices").error.to_string()
-    assert "SYN001 on 2024-01-17" in failure
-    assert query(stocks_url, "SELECT trade_date::text, count(*) FROM raw_prices GROUP BY 1") == [
-        ("2024-01-16", 2)
-    ]
 
 
 def _drop_raw_prices(url: str) -> None:
@@ -118,11 +100,11 @@ def _jumps(result):
 def test_real_split_passes_and_real_crash_is_a_move(stocks_url, tmp_path, layout):
     job = _job(_bokeh_csv(tmp_path, layout), "2000-03-01")
     split = _run(job, "2005-02-22", "2005-03-04")
-    assert split.success and _checks(split)["price_jumps"] == (True, "ERROR")
+    assert split.success and _checks(split)["price_jumps"] == (True, "WARN")
     assert _jumps(split)["splits_explained"] == (1 if layout == "as traded" else 0)
     _drop_raw_prices(stocks_url)  # else the 2000…2005 gap fails calendar_complete
     crash = _run(job, "2000-09-25", "2000-10-03")
-    assert crash.success and _checks(crash)["price_jumps"] == (True, "ERROR")  # a real move
+    assert crash.success and _checks(crash)["price_jumps"] == (True, "WARN")  # a real move
     jumps = _jumps(crash)
     assert jumps["moves"] == 1 and jumps["unrecorded_splits"] == 0
     assert "2000-09-29" in jumps["jumps"]
@@ -132,38 +114,18 @@ def test_split_like_ratio_without_an_action_blocks(stocks_url, tmp_path):
     """Without the action (and no Adj Close), the split day is a 2:1 ratio nothing explains."""
     job = _job(_bokeh_csv(tmp_path, "bars only"), "2000-03-01")
     split = _run(job, "2005-02-22", "2005-03-04")
-    assert not split.success and _checks(split)["price_jumps"] == (False, "ERROR")
-    assert _jumps(split)["unrecorded_splits"] == 1
+    # the split day and every day after it are kept out until someone restates AAPL
+    assert _checks(split)["price_jumps"] == (False, "WARN")
+    assert _jumps(split)["unrecorded_splits"] == 5
+    assert _checks(split)["tickers_complete"] == (False, "ERROR") and not split.success
+    assert query(stocks_url, "SELECT max(trade_date)::text FROM raw_prices") == [("2005-02-25",)]
 
 
 def test_one_day_run_is_checked_against_the_stored_day_before(stocks_url, tmp_path):
     job = _job(_bokeh_csv(tmp_path), "2000-03-01")
     assert _run(job, "2000-09-28").success
     crash = _run(job, "2000-09-29")
-    assert _checks(crash)["price_jumps"] == (True, "ERROR") and _jumps(crash)["moves"] == 1
-
-
-def _bad_csv(folder: Path, rows: str) -> CsvSource:
-    header = "Date,Open,High,Low,Close,Adj Close,Volume\n"
-    good = "2024-01-02,10,11,9,10.5,10.5,100\n2024-01-03,10.5,11,10,10.8,10.8,100\n"
-    (folder / "BAD.csv").write_text(header + good + rows)
-    return CsvSource(folder)
-
-
-def test_injected_ohlc_violation_fails_its_check_and_blocks(stocks_url, tmp_path):
-    job = _job(_bad_csv(tmp_path, "2024-01-04,10,10.2,10,10.9,10.9,100\n"), "2024-01-02")
-    result = _run(job, "2024-01-02", "2024-01-04")
-    assert _checks(result)["ohlc_consistent"] == (False, "ERROR")
-    evaluation = next(
-        e for e in result.get_asset_check_evaluations() if e.check_name == "ohlc_consistent"
-    )
-    assert "high < max(open, close)" in evaluation.metadata["examples"].value
-
-
-def test_unit_error_fails_price_jumps(stocks_url, tmp_path):
-    job = _job(_bad_csv(tmp_path, "2024-01-04,1080,1100,1000,1080,1080,100\n"), "2024-01-02")
-    result = _run(job, "2024-01-02", "2024-01-04")
-    assert _checks(result)["price_jumps"] == (False, "ERROR")
+    assert _checks(crash)["price_jumps"] == (True, "WARN") and _jumps(crash)["moves"] == 1
 
 
 def test_calendar_gap_in_stored_history_fails_completeness(stocks_url):

@@ -7,7 +7,7 @@ import datetime as dt
 import numpy as np
 import pytest
 
-from stock_assets.market.ingest import MissingPrices, collect_prices
+from stock_assets.market.ingest import collect_prices
 from stock_assets.market.sources import SourceError, Split, SyntheticSource, YahooSource
 from stock_assets_tests.fake_yahoo import FakeYahoo
 
@@ -45,21 +45,29 @@ def test_history_through_yfinance_matches_the_served_prices(yahoo):
     assert split_day["split_ratio"].iloc[0] == 2.0
 
 
-def test_holiday_is_empty_but_outage_is_an_error(yahoo):
+def _missing(collected) -> list[tuple]:
+    return list(collected.missing.itertuples(index=False, name=None))
+
+
+def test_holiday_is_empty_but_an_outage_is_recorded_as_missing(yahoo):
     fake, source, _ = yahoo
     # 2024-01-15 is Martin Luther King Jr. Day: nothing to fetch, nothing missing.
     holiday = collect_prices(source, ["AAPL", "MSFT"], dt.date(2024, 1, 15), dt.date(2024, 1, 15))
-    assert holiday.empty
+    assert holiday.frame.empty and holiday.missing.empty
     fake.drop.add(("MSFT", dt.date(2024, 1, 16)))
-    with pytest.raises(MissingPrices, match=r"MSFT on 2024-01-16"):
-        collect_prices(source, ["AAPL", "MSFT"], dt.date(2024, 1, 16), dt.date(2024, 1, 16))
+    got = collect_prices(source, ["AAPL", "MSFT"], dt.date(2024, 1, 16), dt.date(2024, 1, 16))
+    assert got.frame["ticker"].tolist() == ["AAPL"]
+    assert _missing(got) == [
+        (dt.date(2024, 1, 16), "MSFT", "yfinance returned no row for a session of XNYS")
+    ]
 
 
-def test_a_whole_empty_answer_on_a_session_names_ticker_and_day(yahoo):
-    fake, source, _ = yahoo
-    fake.drop.update({("AAPL", dt.date(2024, 1, 17)), ("MSFT", dt.date(2024, 1, 17))})
-    with pytest.raises(MissingPrices, match=r"AAPL on 2024-01-17, MSFT on 2024-01-17"):
-        collect_prices(source, ["AAPL", "MSFT"], dt.date(2024, 1, 17), dt.date(2024, 1, 17))
+def test_a_failing_ticker_is_recorded_with_its_error_and_the_others_fetched(yahoo):
+    _, source, _ = yahoo
+    got = collect_prices(source, ["AAPL", "NOPE"], dt.date(2024, 1, 17), dt.date(2024, 1, 17))
+    assert got.frame["ticker"].tolist() == ["AAPL"]
+    ((day, ticker, reason),) = _missing(got)
+    assert (day, ticker) == (dt.date(2024, 1, 17), "NOPE") and "delisted ticker 'NOPE'" in reason
 
 
 def test_rate_limit_then_success_backs_off(yahoo):
@@ -89,5 +97,5 @@ def test_nan_bars_are_dropped_by_yfinance_and_become_an_outage(yahoo):
     fake.nan_bars.add(("AAPL", dt.date(2024, 1, 3)))
     got = source.fetch(["AAPL"], dt.date(2024, 1, 2), dt.date(2024, 1, 5))
     assert dt.date(2024, 1, 3) not in set(got["trade_date"]) and len(got) == 3
-    with pytest.raises(MissingPrices, match="AAPL on 2024-01-03"):
-        collect_prices(source, ["AAPL"], dt.date(2024, 1, 2), dt.date(2024, 1, 5))
+    got = collect_prices(source, ["AAPL"], dt.date(2024, 1, 2), dt.date(2024, 1, 5))
+    assert [(d, t) for d, t, _ in _missing(got)] == [(dt.date(2024, 1, 3), "AAPL")]

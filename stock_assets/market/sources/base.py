@@ -6,6 +6,7 @@ import datetime as dt
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
+import numpy as np
 import pandas as pd
 
 # Canonical columns a source returns: prices and volume as traded on the day (never in a later
@@ -44,9 +45,11 @@ def conform(frame: pd.DataFrame) -> pd.DataFrame:
     )
     for col in ("open", "high", "low", "close", "dividend", "split_ratio"):
         out[col] = pd.to_numeric(frame[col], errors="raise").astype("float64").to_numpy()
-    # A count, nullable: a missing volume stays missing for the quality check to see.
+    # A count, nullable: a missing volume stays missing for validation to see; an infinite one
+    # keeps the column float so the rejected row shows it.
     volume = pd.to_numeric(frame["volume"], errors="raise").astype("float64").round()
-    out["volume"] = volume.astype("Int64").to_numpy()
+    finite = np.isfinite(volume.to_numpy()) | volume.isna().to_numpy()
+    out["volume"] = volume.astype("Int64").to_numpy() if finite.all() else volume.to_numpy()
     return out[list(PRICE_COLUMNS)]
 
 
@@ -56,6 +59,7 @@ class PriceSource(ABC):
     name: str
     default_tickers: tuple[str, ...]
     default_start: str
+    live: bool = False  # serves today's bar while the session trades (a vendor API)
 
     def check(self, tickers: Sequence[str], start: dt.date, end: dt.date) -> None:
         """Raise SourceError for a request that cannot be answered, before anything is fetched."""
@@ -67,6 +71,24 @@ class PriceSource(ABC):
     def basis(self, ticker: str) -> str:
         """How a ticker's rows come: "as traded" (with actions) or "adjusted by the source"."""
         return "as traded"
+
+    def fetch_each(
+        self, tickers: Sequence[str], start: dt.date, end: dt.date
+    ) -> tuple[pd.DataFrame, dict[str, str]]:
+        """The rows of every ticker that answered, and why each failing ticker failed: one bad
+        ticker (delisted, rate-limited past its retries) must not stop the others."""
+        try:
+            return self.fetch(tickers, start, end), {}
+        except SourceError:
+            if len(tickers) == 1:
+                raise
+        frames, failed = [], {}
+        for ticker in tickers:
+            try:
+                frames.append(self.fetch([ticker], start, end))
+            except SourceError as exc:
+                failed[ticker] = str(exc)
+        return (pd.concat(frames, ignore_index=True) if frames else empty_prices()), failed
 
     @abstractmethod
     def fetch(self, tickers: Sequence[str], start: dt.date, end: dt.date) -> pd.DataFrame:

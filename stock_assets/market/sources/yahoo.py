@@ -29,6 +29,7 @@ OLD_SYSTEM_TICKERS = ("AAPL", "MA", "CSCO", "MSFT", "AMZN", "GOOG", "IBM")
 
 class YahooSource(PriceSource):
     name = "yfinance"
+    live = True
     default_tickers = OLD_SYSTEM_TICKERS
     default_start = "2015-01-02"
 
@@ -53,6 +54,19 @@ class YahooSource(PriceSource):
     def fetch(self, tickers: Sequence[str], start: dt.date, end: dt.date) -> pd.DataFrame:
         frames = [f for f in (self._fetch_one(t, start, end) for t in tickers) if len(f)]
         return conform(pd.concat(frames, ignore_index=True)) if frames else empty_prices()
+
+    def fetch_each(
+        self, tickers: Sequence[str], start: dt.date, end: dt.date
+    ) -> tuple[pd.DataFrame, dict[str, str]]:
+        """One request per ticker anyway: a failure is that ticker's alone, never refetched."""
+        frames, failed = [], {}
+        for ticker in tickers:
+            try:
+                frames.append(self._fetch_one(ticker, start, end))
+            except SourceError as exc:
+                failed[ticker] = str(exc)
+        frames = [f for f in frames if len(f)]
+        return (conform(pd.concat(frames, ignore_index=True)) if frames else empty_prices()), failed
 
     def _fetch_one(self, ticker: str, start: dt.date, end: dt.date) -> pd.DataFrame:
         import yfinance as yf
