@@ -204,6 +204,18 @@ class Database:
                 out["as_of"], out["target"] = row["as_of"], row["target"]
         return out
 
+    async def missing_tickers(self, day: dt.date | None) -> list[dict[str, Any]]:
+        """Configured tickers the ingest recorded no row for on `day` (which, why)."""
+        if day is None or "raw_prices_missing" not in await self.tables():
+            return []
+        async with self.connection() as conn:
+            rows = await conn.fetch(
+                "SELECT ticker, trade_date, reason FROM raw_prices_missing "
+                "WHERE trade_date = $1 ORDER BY ticker",
+                day,
+            )
+        return [dict(r) for r in rows]
+
     async def tickers(self) -> list[dict[str, Any]]:
         await self._require("raw_prices")
         async with self.connection() as conn:

@@ -34,6 +34,12 @@ class Problem(BaseModel):
     detail: str
 
 
+class MissingTicker(BaseModel):
+    ticker: str
+    trade_date: dt.date
+    reason: str
+
+
 class Health(BaseModel):
     status: str = Field(description="'ok', or 'stale' when predictions lag the last session")
     database: bool
@@ -44,6 +50,11 @@ class Health(BaseModel):
     stale: bool
     production_version: str | None
     model_name: str
+    missing_tickers: list[MissingTicker] = Field(
+        default_factory=list,
+        description="configured tickers without a stored row on the newest raw_prices day, "
+        "and why (no answer from the source, or rejected by validation)",
+    )
 
 
 class TickerInfo(BaseModel):
@@ -72,6 +83,7 @@ class Prediction(BaseModel):
     mlflow_run_id: str | None
     dataset_run_id: str | None
     in_sample: bool
+    served_by: str | None = Field(None, description="'model', or 'naive fallback'")
     actual_close: float | None = Field(None, description="set once the target session closed")
 
 

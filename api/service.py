@@ -128,6 +128,7 @@ class Service:
             production = None
         last = last_closed_session(now, self.config.exchange)
         stale = newest["as_of"] is None or (last is not None and newest["as_of"] < last)
+        missing = await self.db.missing_tickers(newest["raw"])
         return schemas.Health(
             status="stale" if stale else "ok",
             database=True,
@@ -138,6 +139,7 @@ class Service:
             stale=stale,
             production_version=production.version if production else None,
             model_name=self.config.model_name,
+            missing_tickers=[schemas.MissingTicker(**m) for m in missing],
         )
 
     async def _tickers(self) -> schemas.TickerList:

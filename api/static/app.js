@@ -31,8 +31,12 @@ function showError(error) {
 function renderHealth(health) {
   const el = document.getElementById("health");
   el.textContent = `data to ${health.newest_prediction_partition || "–"} · production v${health.production_version || "–"}`
-    + (health.stale ? ` · stale (last session ${health.last_session})` : "");
-  el.className = health.stale ? "badge stale" : "badge";
+    + (health.stale ? ` · stale (last session ${health.last_session})` : "")
+    + (health.missing_tickers.length
+      ? ` · missing ${health.missing_tickers.map((m) => m.ticker).join(", ")}`
+      : "");
+  el.title = health.missing_tickers.map((m) => `${m.ticker} ${m.trade_date}: ${m.reason}`).join("\n");
+  el.className = health.stale || health.missing_tickers.length ? "badge stale" : "badge";
 }
 
 function renderTable(latest, selected) {

@@ -25,7 +25,7 @@ from stock_assets.defs.resources import (
     OperationsConfig,
     PostgresResource,
 )
-from stock_assets.lifecycle.registry import ensure_production, load_production
+from stock_assets.lifecycle.registry import ensure_production, load_production, naive_bundle
 from stock_assets.lifecycle.scoring import (
     in_traded_basis,
     prediction_notes,
@@ -34,9 +34,8 @@ from stock_assets.lifecycle.scoring import (
     summaries_by_session,
 )
 from stock_assets.market.calendars import next_sessions, sessions_among, sessions_between
-from stock_assets.market.quality import missing_in_window
-from stock_assets.ml.bundle import predict_from_prices
 from stock_assets.ml.charts import prediction_chart_markdown
+from stock_assets.ml.serving import serve
 from stock_assets.storage import queries
 from stock_assets.storage.exports import export_predictions
 from stock_assets.storage.prices import prices_until, stored_bars
@@ -83,14 +82,22 @@ def daily_predictions(
     tickers = market.ticker_list()
     with stocks_db.connect() as conn:
         prices = prices_until(conn, tickers, max(sessions))
-        missing = missing_in_window(prices, tickers, max(sessions), market.exchange)
-        if missing:
-            raise ValueError(missing)
+        if prices.empty:
+            raise ValueError("raw_prices holds no rows for the configured tickers")
         production = ensure_production(conn, registry.model_name, prices)
         traded = stored_bars(conn, tickers, min(sessions), max(sessions))
     model, bundle = load_production(registry.model_name)  # once per run
-    preds = predict_from_prices(bundle, model.unwrap_python_model().net, prices, as_of=sessions)
-    preds = in_traded_basis(preds, traded)  # each day's prices as they traded that day
+    calendar = sessions_between(prices["trade_date"].min(), max(sessions), market.exchange)
+    served = serve(
+        bundle,
+        model.unwrap_python_model().net,
+        prices,
+        sessions,
+        calendar,
+        tickers,
+        naive=naive_bundle(prices, tickers),
+    )
+    preds = in_traded_basis(served.predictions, traded)  # each day's prices as they traded
     targets = next_sessions(sessions, market.exchange)
     cutoff = dt.date.fromisoformat(bundle.cutoff) if bundle.cutoff else None
     frame = prediction_rows(
@@ -102,9 +109,13 @@ def daily_predictions(
         bundle.dataset_run_id,
         cutoff,
     )
-    notes = prediction_notes(context.partition_keys, frame, targets)
+    notes = prediction_notes(context.partition_keys, frame, targets, served.missing)
     for key, note in notes.items():
         note.update(model_version=production.version, model_kind=production.kind)
+        if dt.date.fromisoformat(key) in served.fallback_days:
+            note["served_by"] = (
+                f"naive fallback: the {bundle.kind} model needs every ticker and some are missing"
+            )
         context.add_asset_metadata(note, partition_key=key)
     return frame
 

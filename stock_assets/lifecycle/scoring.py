@@ -105,14 +105,18 @@ def prediction_rows(
             "mlflow_run_id": run_id or "",
             "dataset_run_id": dataset_run_id or "",
             "in_sample": [cutoff is not None and d <= cutoff for d in preds["as_of_date"]],
+            "served_by": preds["served_by"].to_numpy(),
         }
     )
     frame["created_at"] = pd.Timestamp(dt.datetime.now(dt.UTC))
     return frame.sort_values(["as_of_date", "ticker"], ignore_index=True)
 
 
-def prediction_notes(keys: list[str], frame: pd.DataFrame, targets: dict) -> dict[str, dict]:
-    """What each daily_predictions partition of a run holds."""
+def prediction_notes(
+    keys: list[str], frame: pd.DataFrame, targets: dict, missing: pd.DataFrame | None = None
+) -> dict[str, dict]:
+    """What each daily_predictions partition of a run holds, and which tickers it lacks (why)."""
+    gaps = {} if missing is None else {d: rows for d, rows in missing.groupby("as_of_date")}
     notes = {}
     for key in keys:
         day = dt.date.fromisoformat(key)
@@ -122,6 +126,9 @@ def prediction_notes(keys: list[str], frame: pd.DataFrame, targets: dict) -> dic
             "in_sample": bool(rows["in_sample"].any()) if len(rows) else False,
             "target_date": str(targets[day]) if day in targets else "",
         }
+        if day in gaps:
+            rows = gaps[day]
+            notes[key]["missing_tickers"] = dict(zip(rows["ticker"], rows["reason"], strict=True))
     return notes
 
 

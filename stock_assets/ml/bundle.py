@@ -63,10 +63,12 @@ def _normalize(prices: pd.DataFrame) -> pd.DataFrame:
     return out.sort_values(["ticker", "trade_date"], ignore_index=True)
 
 
-def _check_tickers(bundle: Bundle, prices: pd.DataFrame) -> None:
+def _check_tickers(bundle: Bundle, prices: pd.DataFrame, allow_gaps: bool) -> None:
     if bundle.kind == NAIVE:
         return  # tomorrow = today holds for any ticker
     asked = sorted(set(prices["ticker"]))
+    if allow_gaps and set(asked) <= set(bundle.tickers):
+        return
     if sorted(bundle.tickers) != asked:
         raise ValueError(
             f"this {bundle.kind} model was trained on tickers {sorted(bundle.tickers)} "
@@ -75,12 +77,20 @@ def _check_tickers(bundle: Bundle, prices: pd.DataFrame) -> None:
 
 
 def predict_from_prices(
-    bundle: Bundle, net, prices: pd.DataFrame, as_of: list[dt.date] | None = None
+    bundle: Bundle,
+    net,
+    prices: pd.DataFrame,
+    as_of: list[dt.date] | None = None,
+    allow_gaps: bool = False,
 ) -> pd.DataFrame:
     """Predictions made after the close of each date in `as_of` (default: every date the
-    history allows). Features always start at the frame's first row, as in training."""
+    history allows). Features always start at the frame's first row, as in training.
+
+    `allow_gaps`: some of the model's tickers may lack rows (missing, rejected, delisted); their
+    cells are NaN and so are their predictions — never filled with older data.
+    """
     prices = _normalize(prices)
-    _check_tickers(bundle, prices)
+    _check_tickers(bundle, prices, allow_gaps)
     closes = prices.set_index(["trade_date", "ticker"])["close"]
     if bundle.kind == NAIVE:
         frame = prices[["trade_date", "ticker"]].assign(predicted_return=0.0)
@@ -104,6 +114,8 @@ def predict_from_prices(
             .to_numpy()
         )
         scaled = apply_scalers(feats, bundle.scalers, bundle.features)
+        if allow_gaps:
+            scaled = _full_grid(scaled, bundle.tickers)
         panel = build_panel(scaled, bundle.features, bundle.tickers)
         ends = np.arange(bundle.seq_len - 1, len(panel.dates))
         if as_of is not None:
@@ -148,6 +160,14 @@ def predict_from_prices(
             "upper": last * np.exp(r + h),
         }
     )
+
+
+def _full_grid(frame: pd.DataFrame, tickers: list[str]) -> pd.DataFrame:
+    """Every (date, ticker) of the frame's dates; a missing row is NaN throughout."""
+    grid = pd.MultiIndex.from_product(
+        [sorted(frame["trade_date"].unique()), tickers], names=["trade_date", "ticker"]
+    )
+    return frame.set_index(["trade_date", "ticker"]).reindex(grid).reset_index()
 
 
 def build_net(bundle: Bundle):

@@ -131,6 +131,24 @@ def test_health_names_partitions_production_and_staleness(api, seeded):
     assert dt.date.fromisoformat(body["last_session"]) > LAST
 
 
+def test_health_lists_tickers_missing_on_the_newest_day(api, seeded):
+    assert _ok(api.get("/health"))["missing_tickers"] == []
+    with psycopg2.connect(seeded["url"]) as conn, conn.cursor() as cur:
+        cur.execute(
+            "INSERT INTO raw_prices_missing VALUES (%s, 'SYN002', 'rejected: volume < 0', 'r', "
+            "now()), (%s, 'SYN001', 'older gap', 'r', now())",
+            (LAST, LAST - dt.timedelta(days=1)),
+        )
+    try:
+        body = _ok(api.get("/health"))
+        assert body["missing_tickers"] == [
+            {"ticker": "SYN002", "trade_date": str(LAST), "reason": "rejected: volume < 0"}
+        ]
+    finally:
+        with psycopg2.connect(seeded["url"]) as conn, conn.cursor() as cur:
+            cur.execute("DELETE FROM raw_prices_missing")
+
+
 def test_tickers_list_stored_sessions(api, seeded):
     body = _ok(api.get("/tickers"))
     counts = _frame(

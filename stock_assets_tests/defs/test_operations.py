@@ -288,35 +288,48 @@ def test_in_sample_rows_never_count():
     assert np.isfinite(summary["mape"])
 
 
-def test_missing_raw_prices_session_is_named_and_nothing_written(wild):
+def test_a_ticker_missing_its_session_is_not_predicted_and_is_marked(wild):
+    """Never filled with an older close: SYN003 has no 2019-07-31 row, so no prediction."""
     defs, instance, _, url = wild
     with psycopg2.connect(url) as conn, conn.cursor() as cur:
         cur.execute(
-            "SELECT * FROM raw_prices WHERE trade_date = '2019-07-30' AND ticker = 'SYN003'"
+            "SELECT * FROM raw_prices WHERE trade_date = '2019-07-31' AND ticker = 'SYN003'"
         )
         kept = cur.fetchone()
-        cur.execute("DELETE FROM raw_prices WHERE trade_date = '2019-07-30' AND ticker = 'SYN003'")
+        cur.execute("DELETE FROM raw_prices WHERE trade_date = '2019-07-31' AND ticker = 'SYN003'")
     try:
         result = defs.resolve_job_def("daily_operations").execute_in_process(
             instance=instance,
             partition_key="2019-07-31",
             run_config=QUIET,
             asset_selection=[AssetKey("daily_predictions")],
-            raise_on_error=False,
         )
-        assert not result.success
-        message = result.failure_data_for_node("daily_predictions").error.to_string()
-        assert "SYN003 on 2019-07-30" in message
+        assert result.success
+        rows = query_frame(
+            psycopg2.connect(url),
+            "SELECT ticker FROM daily_predictions WHERE as_of_date = '2019-07-31' ORDER BY 1",
+        )
+        assert rows["ticker"].tolist() == ["SYN000", "SYN001", "SYN002", "SYN004"]
+        (materialization,) = result.asset_materializations_for_node("daily_predictions")
+        assert materialization.metadata["missing_tickers"].value == {
+            "SYN003": "no stored row that day"
+        }
     finally:
         with psycopg2.connect(url) as conn, conn.cursor() as cur:
             cur.execute(
                 "INSERT INTO raw_prices VALUES (" + ", ".join(["%s"] * len(kept)) + ")", kept
             )
+        defs.resolve_job_def("daily_operations").execute_in_process(
+            instance=instance,
+            partition_key="2019-07-31",
+            run_config=QUIET,
+            asset_selection=[AssetKey("daily_predictions")],
+        )
     rows = query_frame(
         psycopg2.connect(url),
         "SELECT count(*) AS n FROM daily_predictions WHERE as_of_date = '2019-07-31'",
     )
-    assert rows["n"].iloc[0] == 5  # the earlier predictions are still there, untouched
+    assert rows["n"].iloc[0] == 5
 
 
 def test_model_reading_unknown_features_is_a_clear_error():
