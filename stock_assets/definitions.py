@@ -57,6 +57,7 @@ def build_definitions(
                 tickers=list(market.tickers or source.default_tickers),
                 exchange=market.exchange,
                 chart_max_partitions=market.chart_max_partitions,
+                settle_minutes=market.settle_minutes,
             ),
             "retraining": RetrainingConfig.of(retraining_settings),
             "operations": OperationsConfig.of(settings.operations),

@@ -140,6 +140,13 @@ class MarketSettings(Section):
         "Attach price charts only to runs of at most this many partitions.",
         _int,
     )
+    settle_minutes: int = setting(
+        "STOCK_ASSETS_SETTLE_MINUTES",
+        30,
+        "A live source's session is ingested only this long after its close (early closes "
+        "from the exchange calendar).",
+        _int,
+    )
 
 
 @dataclass(frozen=True)
@@ -273,6 +280,20 @@ class OperationsSettings(Section):
         "Stored sessions each ingest re-reads to catch vendor restatements.",
         _int,
     )
+    max_missing_share: float = setting(
+        "STOCK_ASSETS_MAX_MISSING_SHARE",
+        0.10,
+        "Share of tickers a session may miss (no row, or rejected) before raw_prices' "
+        "tickers_complete check blocks downstream; fewer only warn.",
+        _float,
+    )
+
+    def validate(self) -> OperationsSettings:
+        if not 0.0 <= self.max_missing_share < 1.0:
+            raise ValueError(
+                f"STOCK_ASSETS_MAX_MISSING_SHARE must be in [0, 1), got {self.max_missing_share}"
+            )
+        return self
 
 
 @dataclass(frozen=True)
@@ -443,6 +464,18 @@ class Settings:
         "libpq URL of a Postgres server you run; unset starts the embedded one.",
         shown="(unset: embedded)",
     )
+    lock_timeout_seconds: float = setting(
+        "STOCK_ASSETS_LOCK_TIMEOUT_SECONDS",
+        120.0,
+        "A writer waiting longer than this for another's lock fails, writing nothing.",
+        _float,
+    )
+    statement_timeout_seconds: float = setting(
+        "STOCK_ASSETS_STATEMENT_TIMEOUT_SECONDS",
+        900.0,
+        "A write statement running longer than this is cancelled, writing nothing.",
+        _float,
+    )
     market: MarketSettings = field(default_factory=MarketSettings)
     sources: SourceSettings = field(default_factory=SourceSettings)
     retraining: RetrainingSettings = field(default_factory=RetrainingSettings)
@@ -484,6 +517,11 @@ def load_settings() -> Settings:
     return Settings(
         home=_path(home, "STOCK_ASSETS_HOME") if home else Path(".stock_assets").resolve(),
         postgres_url=_env("STOCK_ASSETS_POSTGRES_URL"),
+        **{
+            f.name: f.metadata["parse"](raw, f.metadata["env"])
+            for f in fields(Settings)
+            if f.name.endswith("_timeout_seconds") and (raw := _env(f.metadata["env"]))
+        },
         **{name: section.from_env() for name, section in SECTIONS.items()},
     )
 

@@ -34,6 +34,7 @@ from stock_assets.settings import (
     Settings,
     load_settings,
 )
+from stock_assets.storage.writer import Timeouts
 
 
 @lru_cache(maxsize=8)
@@ -64,6 +65,11 @@ class PostgresResource(ConfigurableResource):
         """SQLAlchemy URL (e.g. `postgresql+psycopg2://…`) for Optuna and MLflow."""
         return _ready(self.settings()).for_db(self.database, driver=driver)
 
+    def timeouts(self) -> Timeouts:
+        """How long this platform's writers wait for a lock and for one statement."""
+        settings = self.settings()
+        return Timeouts(settings.lock_timeout_seconds, settings.statement_timeout_seconds)
+
     @contextmanager
     def connect(self) -> Iterator[Any]:
         conn = connect(self.url())
@@ -79,6 +85,7 @@ class MarketResource(ConfigurableResource):
     tickers: list[str]
     exchange: str
     chart_max_partitions: int
+    settle_minutes: int
 
     def ticker_list(self) -> list[str]:
         return list(dict.fromkeys(self.tickers))
@@ -134,6 +141,7 @@ class OperationsConfig(SectionResource):
     ingest_retries: int
     ingest_retry_seconds: int
     overlap_sessions: int
+    max_missing_share: float
 
 
 class PolicyConfig(SectionResource):

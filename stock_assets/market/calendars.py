@@ -63,3 +63,32 @@ def next_sessions(days: list[dt.date], exchange: str = "XNYS") -> dict[dt.date, 
     """T(D): the session after each D."""
     ahead = sessions_between(min(days), max(days) + dt.timedelta(days=14), exchange)
     return {d: next(s for s in ahead if s > d) for d in days}
+
+
+class SessionNotClosed(ValueError):
+    """A live source asked for a session before its close (plus the settle delay)."""
+
+
+def available_at(day: dt.date, exchange: str, settle: dt.timedelta) -> dt.datetime | None:
+    """When a session's bar is final: its close (early closes included) plus `settle`, in UTC.
+    None for a day that is not a session."""
+    if not is_session(day, exchange):
+        return None
+    close = _calendar(exchange).session_close(pd.Timestamp(day))
+    return (close + settle).to_pydatetime()
+
+
+def require_closed(last: dt.date, exchange: str, settle: dt.timedelta, now: dt.datetime) -> None:
+    """Raise when the newest session up to `last` has not closed and settled by `now`: a live
+    source would hand over its intraday bar as if it were final."""
+    for day in reversed(sessions_between(last - dt.timedelta(days=7), last, exchange)):
+        ready = available_at(day, exchange, settle)
+        if ready is not None and now < ready:
+            local = ready.astimezone(_calendar(exchange).tz)
+            raise SessionNotClosed(
+                f"the {exchange} session of {day} has not closed and settled yet: its prices "
+                f"are final from {local:%Y-%m-%d %H:%M %Z} ({ready:%H:%M} UTC; close + "
+                f"{int(settle.total_seconds() // 60)} min, STOCK_ASSETS_SETTLE_MINUTES). "
+                "Nothing was fetched or written"
+            )
+        return  # the newest session has settled, so every earlier one has too
