@@ -141,16 +141,8 @@ def raw_prices(
     shares = missing_shares(missing, sessions, len(tickers))
     if max(shares.values(), default=0.0) > operations.max_missing_share:
         _retry_if_left(context, operations)  # a systemic outage or late data: try again later
-    bars, actions = split_collected(checked.good)
-    with stocks_db.connect() as conn:
-        stored.record_gaps(
-            conn,
-            first,
-            last,
-            rejected_rows(checked.rejected, context.run_id),
-            missing_rows(missing, context.run_id),
-            stocks_db.timeouts(),
-        )
+    bars, actions, missing = _rows_to_write(context, stocks_db, checked, missing, (first, last))
+    shares = missing_shares(missing, sessions, len(tickers))
     if ACTIONS in context.selected_asset_keys:
         yield Output(actions, output_name=CORPORATE_ACTIONS.name)
     else:  # stored bars are only readable with their days' actions: record them regardless
@@ -187,6 +179,41 @@ def _retry_if_left(context: AssetExecutionContext, operations: OperationsConfig)
     if context.retry_number < operations.ingest_retries:
         wait = operations.ingest_retry_seconds * 2**context.retry_number
         raise RetryRequested(operations.ingest_retries, seconds_to_wait=wait)
+
+
+def _rows_to_write(
+    context: AssetExecutionContext,
+    stocks_db: PostgresResource,
+    checked: Validated,
+    missing: pd.DataFrame,
+    span: tuple[dt.date, dt.date],
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Bars and actions to write, and the keys still missing after that. A rejected or
+    unanswered (session, ticker) keeps its stored row; rejections and gaps are recorded."""
+    bars, actions = split_collected(checked.good)
+    with stocks_db.connect() as conn:
+        kept_bars, kept_actions = stored.stored_rows_at(conn, missing, *span)
+        missing = _not_in(missing, kept_bars)
+        stored.record_gaps(
+            conn,
+            *span,
+            rejected_rows(checked.rejected, context.run_id),
+            missing_rows(missing, context.run_id),
+            stocks_db.timeouts(),
+        )
+    return _with_kept(bars, kept_bars), _with_kept(actions, kept_actions), missing
+
+
+def _with_kept(fresh: pd.DataFrame, kept: pd.DataFrame) -> pd.DataFrame:
+    if kept.empty:
+        return fresh
+    return pd.concat([fresh, kept[fresh.columns]], ignore_index=True)
+
+
+def _not_in(missing: pd.DataFrame, kept: pd.DataFrame) -> pd.DataFrame:
+    """The missing keys that have no stored row left in place."""
+    have = pd.MultiIndex.from_frame(kept[["trade_date", "ticker"]])
+    return missing[~pd.MultiIndex.from_frame(missing[["trade_date", "ticker"]]).isin(have)]
 
 
 def _partition_metadata(context, keys, bars, missing, n_tickers, sessions, market) -> None:

@@ -212,3 +212,37 @@ def missing_since(conn: Any, since: dt.date) -> pd.DataFrame:
         "WHERE trade_date >= %s ORDER BY trade_date DESC, ticker",
         (since,),
     )
+
+
+def stored_rows_at(
+    conn: Any, keys: pd.DataFrame, first: dt.date, last: dt.date
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The stored raw_prices and corporate_actions rows of (trade_date, ticker) `keys` in
+    [first, last], typed like collected ones: a rerun that cannot replace them keeps them."""
+    bar_cols = [*BAR_COLUMNS, "source", "ingested_at"]
+    act_cols = ["trade_date", "ticker", "split_ratio", "dividend", "source", "known_at"]
+    if keys.empty or not table_exists(conn, TABLE):
+        return pd.DataFrame(columns=bar_cols), pd.DataFrame(columns=act_cols)
+    tickers = sorted(set(keys["ticker"]))
+    window = "WHERE trade_date BETWEEN %s AND %s AND ticker = ANY(%s)"
+    bars = query_frame(
+        conn, f"SELECT {', '.join(bar_cols)} FROM {TABLE} {window}", (first, last, tickers)
+    )
+    actions = pd.DataFrame(columns=act_cols)
+    if table_exists(conn, CORPORATE_ACTIONS.name):
+        actions = query_frame(
+            conn,
+            f"SELECT {', '.join(act_cols)} FROM {CORPORATE_ACTIONS.name} {window}",
+            (first, last, tickers),
+        )
+    wanted = pd.MultiIndex.from_frame(keys[["trade_date", "ticker"]])
+    bars = bars[pd.MultiIndex.from_frame(bars[["trade_date", "ticker"]]).isin(wanted)]
+    actions = actions[pd.MultiIndex.from_frame(actions[["trade_date", "ticker"]]).isin(wanted)]
+    for col in ("open", "high", "low", "close"):
+        bars[col] = bars[col].astype("float64")
+    bars["volume"] = bars["volume"].astype("Int64")
+    bars["ingested_at"] = pd.to_datetime(bars["ingested_at"], utc=True)
+    for col in ("split_ratio", "dividend"):
+        actions[col] = actions[col].astype("float64")
+    actions["known_at"] = pd.to_datetime(actions["known_at"], utc=True)
+    return bars.reset_index(drop=True), actions.reset_index(drop=True)

@@ -121,6 +121,26 @@ def test_a_corrected_file_clears_its_rejection_on_rerun(stocks_url, tmp_path):
     assert query(stocks_url, "SELECT count(*) FROM raw_prices WHERE ticker = 'BAD'") == [(1,)]
 
 
+def test_a_rejected_refetch_never_touches_the_stored_row(stocks_url, tmp_path):
+    """A good 2024-01-04 is stored; the vendor then serves it broken: the stored row stays."""
+    defs = _defs(_csv_folder(tmp_path, GOOD_0104), "2024-01-02")
+    instance = DagsterInstance.ephemeral()
+    assert _run(defs, "ingest_prices", "2024-01-02", "2024-01-05", instance).success
+    row = "SELECT * FROM raw_prices WHERE ticker = 'BAD' AND trade_date = '2024-01-04'"
+    before = query(stocks_url, row)
+    (tmp_path / "BAD.csv").write_text(HEADER + GOOD_DAYS.format(bad=CSV_CASES["inf"][0]))
+    defs = _defs(CsvSource(tmp_path), "2024-01-02")
+    result = _run(defs, "ingest_prices", "2024-01-02", "2024-01-05", instance)
+    assert result.success and _checks(result)["ohlc_consistent"] == (False, "WARN")
+    assert query(stocks_url, row) == before  # as first stored, ingested_at included
+    assert query(stocks_url, "SELECT count(*) FROM raw_prices") == [(11 * 4,)]
+    assert query(stocks_url, "SELECT ticker, rule FROM raw_prices_rejected") == [
+        ("BAD", "infinite value")
+    ]
+    assert query(stocks_url, "SELECT count(*) FROM raw_prices_missing") == [(0,)]
+    assert _checks(result)["tickers_complete"] == (True, "WARN")
+
+
 SYN = SyntheticSource(seed=7, n_tickers=49, start=dt.date(2023, 11, 1), end=dt.date(2024, 1, 31))
 DAY = dt.date(2024, 1, 10)
 
