@@ -30,8 +30,6 @@ from stock_assets.runtime.postgres import embedded_stop  # noqa: E402
 from stock_assets.runtime.state import prepare  # noqa: E402
 from stock_assets.settings import load_settings  # noqa: E402
 from stock_assets.storage import prices as stored  # noqa: E402
-from stock_assets.storage.schema import RAW_PRICES  # noqa: E402
-from stock_assets.storage.writer import Slice, replace_slice  # noqa: E402
 
 FIRST, DAY = dt.date(2023, 1, 3), dt.date(2024, 1, 10)
 N, OVERLAP, REPEATS = 500, 5, 5
@@ -66,13 +64,17 @@ def one_day(conn, source, tickers, validated: bool) -> dict[str, float]:
     assert len(kept) >= OVERLAP * N
     t0 = time.perf_counter()
     bars, actions = split_collected(good)
-    where = Slice("trade_date", start=DAY, end=DAY + dt.timedelta(days=1))
-    if validated:
-        stored.record_gaps(
-            conn, DAY, DAY, rejected_rows(rejected, "bench"), missing_rows(missing, "bench")
-        )
-    stored.write_actions(conn, actions, DAY, DAY)
-    replace_slice(conn, RAW_PRICES.name, bars, where, list(RAW_PRICES.primary_key))
+    if missing is None:
+        missing = collected.missing.iloc[:0]
+    stored.write_ingest(
+        conn,
+        DAY,
+        DAY,
+        bars,
+        actions,
+        rejected_rows(rejected, "bench"),
+        missing_rows(missing, "bench"),
+    )
     t["writes"] = time.perf_counter() - t0
     return t
 
@@ -88,9 +90,16 @@ def main() -> None:
             cur.execute("DROP TABLE IF EXISTS raw_prices, corporate_actions CASCADE")
         conn.commit()
         bars, actions = split_collected(history)
-        where = Slice("trade_date", start=FIRST, end=DAY)
-        replace_slice(conn, RAW_PRICES.name, bars, where, list(RAW_PRICES.primary_key))
-        stored.write_actions(conn, actions, FIRST, DAY - dt.timedelta(days=1))
+        empty = history.iloc[:0]
+        stored.write_ingest(
+            conn,
+            FIRST,
+            DAY - dt.timedelta(days=1),
+            bars,
+            actions,
+            rejected_rows(empty.assign(rule="", detail=""), "bench"),
+            missing_rows(empty[["trade_date", "ticker"]].assign(reason=""), "bench"),
+        )
         print(f"state {HOME}: {len(bars):,} stored rows, {N} tickers, day {DAY}")
         runs = {True: [], False: []}
         for _ in range(REPEATS):  # interleaved: both see the same machine load

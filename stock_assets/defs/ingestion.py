@@ -141,17 +141,20 @@ def raw_prices(
     shares = missing_shares(missing, sessions, len(tickers))
     if max(shares.values(), default=0.0) > operations.max_missing_share:
         _retry_if_left(context, operations)  # a systemic outage or late data: try again later
-    bars, actions, missing = _rows_to_write(context, stocks_db, checked, missing, (first, last))
+    bars, actions, missing = _rows_to_write(stocks_db, checked, missing, (first, last))
     shares = missing_shares(missing, sessions, len(tickers))
+    with stocks_db.connect() as conn:  # every table of the run's days in one transaction
+        rejected = rejected_rows(checked.rejected, context.run_id)
+        gaps = missing_rows(missing, context.run_id)
+        timeouts = stocks_db.timeouts()
+        stored.write_ingest(conn, first, last, bars, actions, rejected, gaps, timeouts)
+    # Written above, so the IO manager is handed None: the outputs only record materializations.
     if ACTIONS in context.selected_asset_keys:
-        yield Output(actions, output_name=CORPORATE_ACTIONS.name)
-    else:  # stored bars are only readable with their days' actions: record them regardless
-        with stocks_db.connect() as conn:
-            stored.write_actions(conn, actions, first, last)
+        yield Output(None, output_name=CORPORATE_ACTIONS.name, metadata={"rows": len(actions)})
     if RAW in context.selected_asset_keys:
         _partition_metadata(context, keys, bars, missing, len(tickers), set(sessions), market)
         basis = MetadataValue.json({t: source.basis(t) for t in tickers})
-        yield Output(bars, output_name=RAW_PRICES.name, metadata={"basis": basis})
+        yield Output(None, output_name=RAW_PRICES.name, metadata={"basis": basis})
         checks = context.selected_asset_check_keys
         for result in price_checks(checked, missing, shares, operations.max_missing_share):
             if AssetCheckKey(RAW, result.check_name) in checks:
@@ -182,25 +185,17 @@ def _retry_if_left(context: AssetExecutionContext, operations: OperationsConfig)
 
 
 def _rows_to_write(
-    context: AssetExecutionContext,
     stocks_db: PostgresResource,
     checked: Validated,
     missing: pd.DataFrame,
     span: tuple[dt.date, dt.date],
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Bars and actions to write, and the keys still missing after that. A rejected or
-    unanswered (session, ticker) keeps its stored row; rejections and gaps are recorded."""
+    """Bars and actions to write, and the keys still missing after that: a rejected or
+    unanswered (session, ticker) keeps its stored row."""
     bars, actions = split_collected(checked.good)
     with stocks_db.connect() as conn:
         kept_bars, kept_actions = stored.stored_rows_at(conn, missing, *span)
-        missing = _not_in(missing, kept_bars)
-        stored.record_gaps(
-            conn,
-            *span,
-            rejected_rows(checked.rejected, context.run_id),
-            missing_rows(missing, context.run_id),
-            stocks_db.timeouts(),
-        )
+    missing = _not_in(missing, kept_bars)
     return _with_kept(bars, kept_bars), _with_kept(actions, kept_actions), missing
 
 

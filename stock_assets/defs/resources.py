@@ -18,6 +18,7 @@ from dagster import Config, ConfigurableResource, EnvVar
 
 from stock_assets.market.sources import (
     CsvSource,
+    Dividend,
     PriceSource,
     Regime,
     SampleSource,
@@ -215,8 +216,14 @@ class SplitEventConfig(Config):
     ratio: float
 
 
+class DividendEventConfig(Config):
+    ticker: str
+    day: str
+    amount: float
+
+
 class SyntheticSourceResource(PriceSourceResource):
-    """A seeded synthetic market with regime changes and splits."""
+    """A seeded synthetic market with regime changes, splits and dividends."""
 
     seed: int
     n_tickers: int
@@ -226,6 +233,7 @@ class SyntheticSourceResource(PriceSourceResource):
     tickers: list[str]
     regimes: list[RegimeConfig]
     splits: list[SplitEventConfig]
+    dividends: list[DividendEventConfig]
 
     @classmethod
     def of_source(cls, s: SyntheticSource) -> SyntheticSourceResource:
@@ -243,6 +251,10 @@ class SyntheticSourceResource(PriceSourceResource):
             splits=[
                 SplitEventConfig(ticker=x.ticker, day=str(x.day), ratio=x.ratio) for x in s.splits
             ],
+            dividends=[
+                DividendEventConfig(ticker=x.ticker, day=str(x.day), amount=x.amount)
+                for x in s.dividends
+            ],
         )
 
     def source(self) -> PriceSource:
@@ -256,6 +268,7 @@ class SyntheticSourceResource(PriceSourceResource):
             tickers=tuple(self.tickers),
             regimes=tuple(Regime(day(r.start), r.drift, r.volatility) for r in self.regimes),
             splits=tuple(Split(x.ticker, day(x.day), x.ratio) for x in self.splits),
+            dividends=tuple(Dividend(x.ticker, day(x.day), x.amount) for x in self.dividends),
         )
 
 

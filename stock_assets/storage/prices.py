@@ -168,38 +168,39 @@ def replace_ticker_days(
     return written
 
 
-def write_actions(conn: Any, actions: pd.DataFrame, first: dt.date, last: dt.date) -> int:
-    """Replace the corporate_actions of [first, last] (when raw_prices is materialized without
-    it: stored bars are only readable with the actions of their days)."""
-    from stock_assets.storage.writer import Slice, replace_slice
-
-    where = Slice("trade_date", start=first, end=last + dt.timedelta(days=1))
-    table = CORPORATE_ACTIONS
-    rows = replace_slice(conn, table.name, actions, where, list(table.primary_key))
-    ensure_adjusted_view(conn)
-    return rows
-
-
-def record_gaps(
+def write_ingest(
     conn: Any,
     first: dt.date,
     last: dt.date,
+    bars: pd.DataFrame,
+    actions: pd.DataFrame,
     rejected: pd.DataFrame,
     missing: pd.DataFrame,
     timeouts: Any = None,
-) -> None:
-    """Replace the rejected rows and the missing (session, ticker) records of [first, last]:
-    a rerun that fetched good rows clears them."""
-    from stock_assets.storage.writer import Slice, replace_slice
+) -> int:
+    """Replace [first, last] of raw_prices, corporate_actions, raw_prices_rejected and
+    raw_prices_missing in ONE transaction: a kill or crash leaves the run's days all old or all
+    new in every table (stored bars are only readable with their days' actions). Returns bars."""
+    from stock_assets.storage.writer import Slice, SliceWrite, replace_slices
 
-    with conn.cursor() as cur:
+    with conn.cursor() as cur:  # the side tables exist even when nothing is rejected or missing
         cur.execute("SELECT pg_advisory_xact_lock(hashtext('stock_assets.raw_prices_gaps'))")
         cur.execute(RAW_PRICES_REJECTED_DDL)
         cur.execute(RAW_PRICES_MISSING_DDL)
     conn.commit()
     where = Slice("trade_date", start=first, end=last + dt.timedelta(days=1))
-    replace_slice(conn, RAW_PRICES_REJECTED.name, rejected, where, timeouts=timeouts)
-    replace_slice(conn, RAW_PRICES_MISSING.name, missing, where, timeouts=timeouts)
+    replace_slices(
+        conn,
+        [
+            SliceWrite(TABLE, bars, where, RAW_PRICES.primary_key),
+            SliceWrite(CORPORATE_ACTIONS.name, actions, where, CORPORATE_ACTIONS.primary_key),
+            SliceWrite(RAW_PRICES_REJECTED.name, rejected, where),
+            SliceWrite(RAW_PRICES_MISSING.name, missing, where, RAW_PRICES_MISSING.primary_key),
+        ],
+        timeouts,
+    )
+    ensure_adjusted_view(conn)
+    return len(bars)
 
 
 def missing_since(conn: Any, since: dt.date) -> pd.DataFrame:

@@ -26,11 +26,13 @@ from stock_assets.storage.schema import SCHEMA, WRITES_CHANNEL, WRITES_DDL, WRIT
 __all__ = [
     "WRITES_CHANNEL",
     "Slice",
+    "SliceWrite",
     "Timeouts",
     "WriterBusy",
     "query_frame",
     "read_slice",
     "replace_slice",
+    "replace_slices",
 ]
 
 
@@ -245,6 +247,28 @@ def _to_csv(frame: pd.DataFrame, columns: dict[str, str]) -> io.BytesIO:
     return buf
 
 
+@dataclass(frozen=True)
+class SliceWrite:
+    """One table's slice and the frame that replaces it."""
+
+    table: str
+    frame: pd.DataFrame
+    where: Slice
+    primary_key: Sequence[str] | None = None
+
+    def payload(self) -> tuple[dict[str, str], io.BytesIO | None]:
+        """Column types and the COPY payload, built before any transaction opens."""
+        outside = self.where.outside(self.frame)
+        if outside.any():
+            bad = self.frame.loc[outside, self.where.column].astype(str).unique()[:5]
+            raise SliceViolation(
+                f"{int(outside.sum())} rows of the frame for {self.table!r} lie outside the "
+                f"partition slice being written (e.g. {self.where.column} = {', '.join(bad)})"
+            )
+        typed = {str(name): pg_type(self.frame[name]) for name in self.frame.columns}
+        return typed, (_to_csv(self.frame, typed) if len(self.frame) else None)
+
+
 def replace_slice(
     conn: Any,
     table: str,
@@ -253,59 +277,35 @@ def replace_slice(
     primary_key: Sequence[str] | None = None,
     timeouts: Timeouts | None = None,
 ) -> int:
-    """Replace `where`'s rows of `table` with `frame`, in one transaction. Returns rows written.
+    """Replace `where`'s rows of `table` with `frame`, in one transaction. Returns rows written."""
+    return replace_slices(conn, [SliceWrite(table, frame, where, primary_key)], timeouts)
 
-    Creates the table (typed from the frame) when missing. The COPY payload is built before the
-    transaction opens, so the lock is held only for DELETE + COPY. Any error rolls everything
-    back: the previous slice stays as it was.
+
+def replace_slices(
+    conn: Any, writes: Sequence[SliceWrite], timeouts: Timeouts | None = None
+) -> int:
+    """Replace each write's slice with its frame, all in one transaction. Returns rows written.
+
+    Creates a missing table (typed from its frame). The COPY payloads are built before the
+    transaction opens, so the locks are held only for DELETE + COPY; tables are locked in name
+    order, so two writers of the same tables cannot deadlock. Any error rolls everything back:
+    every previous slice stays as it was.
     """
-    outside = where.outside(frame)
-    if outside.any():
-        bad = frame.loc[outside, where.column].astype(str).unique()[:5]
-        raise SliceViolation(
-            f"{int(outside.sum())} rows of the frame for {table!r} lie outside the partition "
-            f"slice being written (e.g. {where.column} = {', '.join(bad)})"
-        )
-    typed = {str(name): pg_type(frame[name]) for name in frame.columns}
-    payload = _to_csv(frame, typed) if len(frame) else None
+    planned = sorted(((w, *w.payload()) for w in writes), key=lambda p: p[0].table)
     timeouts = timeouts or Timeouts()
+    table = ", ".join(w.table for w in writes)
     try:
         with conn.cursor() as cur:
             timeouts.apply(cur)
-            # One writer per table at a time: two runs creating the same table, or replacing
-            # overlapping slices, queue here instead of failing.
-            cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"stock_assets.{table}",))
-            columns = table_columns(cur, table)
-            if columns is None and frame.empty:
-                conn.rollback()  # nothing stored, nothing to store; types unknown yet
-                return 0
-            if columns is None:
-                _create_table(cur, table, frame, primary_key, where.column)
-                columns = table_columns(cur, table)
-                assert columns is not None
-            check_fits(table, frame, columns)
-            condition, params = where.where()
-            cur.execute(
-                sql.SQL("DELETE FROM {}.{} WHERE ").format(
-                    sql.Identifier(SCHEMA), sql.Identifier(table)
-                )
-                + condition,
-                params,
-            )
-            note_write(cur, table)
-            if payload is not None:
-                copy = sql.SQL("COPY {}.{} ({}) FROM STDIN WITH (FORMAT csv)").format(
-                    sql.Identifier(SCHEMA),
-                    sql.Identifier(table),
-                    sql.SQL(", ").join(map(sql.Identifier, typed)),
-                )
-                cur.copy_expert(copy.as_string(conn), payload)
+            for write, typed, payload in planned:
+                table = write.table
+                _replace_in(cur, conn, write, typed, payload)
         conn.commit()
     except psycopg2.errors.UniqueViolation as exc:
         conn.rollback()
+        key = next((list(w.primary_key or []) for w in writes if w.table == table), [])
         raise SchemaMismatch(
-            f"duplicate rows for {table!r} on its key {list(primary_key or [])}: "
-            f"{exc.diag.message_detail or exc}"
+            f"duplicate rows for {table!r} on its key {key}: {exc.diag.message_detail or exc}"
         ) from exc
     except psycopg2.errors.LockNotAvailable as exc:
         conn.rollback()
@@ -322,7 +322,38 @@ def replace_slice(
     except BaseException:
         conn.rollback()
         raise
-    return len(frame)
+    return sum(len(w.frame) for w in writes)
+
+
+def _replace_in(
+    cur: Any, conn: Any, write: SliceWrite, typed: dict[str, str], payload: io.BytesIO | None
+) -> None:
+    table, frame = write.table, write.frame
+    # One writer per table at a time: two runs creating the same table, or replacing
+    # overlapping slices, queue here instead of failing.
+    cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"stock_assets.{table}",))
+    columns = table_columns(cur, table)
+    if columns is None and frame.empty:
+        return  # nothing stored, nothing to store; types unknown yet
+    if columns is None:
+        _create_table(cur, table, frame, write.primary_key, write.where.column)
+        columns = table_columns(cur, table)
+        assert columns is not None
+    check_fits(table, frame, columns)
+    condition, params = write.where.where()
+    cur.execute(
+        sql.SQL("DELETE FROM {}.{} WHERE ").format(sql.Identifier(SCHEMA), sql.Identifier(table))
+        + condition,
+        params,
+    )
+    note_write(cur, table)
+    if payload is not None:
+        copy = sql.SQL("COPY {}.{} ({}) FROM STDIN WITH (FORMAT csv)").format(
+            sql.Identifier(SCHEMA),
+            sql.Identifier(table),
+            sql.SQL(", ").join(map(sql.Identifier, typed)),
+        )
+        cur.copy_expert(copy.as_string(conn), payload)
 
 
 def note_write(cur: Any, table: str) -> None:

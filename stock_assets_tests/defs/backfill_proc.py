@@ -14,16 +14,23 @@ from dagster._core.storage.tags import (
 )
 
 from stock_assets.definitions import build_definitions
-from stock_assets.market.sources import SyntheticSource
+from stock_assets.market.sources import Dividend, SyntheticSource
 from stock_assets.settings import load_settings
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
 
 
+EX_DATE = dt.date(2018, 3, 15)
+
+
 def source(seed: int, tickers: int, first: str, last: str) -> SyntheticSource:
+    """Prices from `seed`, and one dividend whose amount tells the seeds apart."""
     start = dt.date.fromisoformat(first) - dt.timedelta(days=10)
     end = dt.date.fromisoformat(last) + dt.timedelta(days=10)
-    return SyntheticSource(seed=seed, n_tickers=tickers, start=start, end=end)
+    dividend = Dividend("SYN000", EX_DATE, 0.01 * seed)
+    return SyntheticSource(
+        seed=seed, n_tickers=tickers, start=start, end=end, dividends=(dividend,)
+    )
 
 
 def main() -> int:

@@ -1,5 +1,6 @@
 """A server crash (`pg_ctl stop -m immediate`) in the middle of a multi-year single-run
-backfill of raw_prices: every partition is all old or all new, and a rerun completes."""
+backfill of raw_prices: every partition is all old or all new (bars and actions), and a rerun
+completes with exact row counts."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import sys
 import time
 from dataclasses import replace
 
+import pandas as pd
 import psycopg2
 import pytest
 
@@ -17,7 +19,8 @@ from stock_assets.market.ingest import collect_prices, split_collected
 from stock_assets.market.validation import validate
 from stock_assets.runtime.postgres import embedded_stop, ready_server
 from stock_assets.settings import load_settings
-from stock_assets.storage.writer import Slice, replace_slice
+from stock_assets.storage.prices import write_ingest
+from stock_assets.storage.schema import MISSING_COLUMNS, REJECTED_COLUMNS
 from stock_assets_tests.defs.backfill_proc import source
 
 FIRST, LAST, TICKERS = "2017-01-02", "2018-12-31", 10
@@ -45,6 +48,16 @@ def _per_day(url: str) -> list[tuple]:
         conn.close()
 
 
+def _dividends(url: str) -> list[float]:
+    conn = psycopg2.connect(url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT dividend FROM corporate_actions WHERE dividend > 0")
+            return [round(d, 6) for (d,) in cur.fetchall()]
+    finally:
+        conn.close()
+
+
 @pytest.fixture
 def crash_home(tmp_path, pg_server):
     settings = replace(load_settings(), home=tmp_path / "crash")
@@ -59,12 +72,13 @@ def test_a_crashed_server_leaves_every_partition_old_or_new(crash_home):
     first, last = dt.date.fromisoformat(FIRST), dt.date.fromisoformat(LAST)
     old = source(1, TICKERS, FIRST, LAST)
     collected = collect_prices(old, list(old.default_tickers), first, last)
-    bars, _ = split_collected(validate(collected.frame).good)
+    bars, actions = split_collected(validate(collected.frame).good)
     bars["source"] = "old"
     sessions = bars["trade_date"].nunique()
+    nothing = pd.DataFrame(columns=[*REJECTED_COLUMNS])
+    gaps = pd.DataFrame(columns=[*MISSING_COLUMNS])
     with psycopg2.connect(url) as conn:
-        where = Slice("trade_date", start=first, end=last + dt.timedelta(days=1))
-        replace_slice(conn, "raw_prices", bars, where, ["trade_date", "ticker"])
+        write_ingest(conn, first, last, bars, actions, nothing, gaps)
     # a row lock the backfill's DELETE must wait for: the crash lands inside its transaction
     holder = psycopg2.connect(url)
     with holder.cursor() as cur:
@@ -101,10 +115,12 @@ def test_a_crashed_server_leaves_every_partition_old_or_new(crash_home):
     assert all(n == TICKERS and mixed == 1 for _, n, mixed, _ in days)  # all old or all new
     crashed = {src for *_, src in days}
     assert crashed == {"old"}  # one transaction: the crash rolled the whole range back
+    assert _dividends(url) == [0.01]  # the actions too: same transaction as the bars
 
     rerun = subprocess.run([*cmd, str(TICKERS)], env=env, capture_output=True, text=True)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     days = _per_day(url)
     assert len(days) == sessions and {src for *_, src in days} == {"synthetic"}
     assert sum(n for _, n, _, _ in days) == sessions * TICKERS
+    assert _dividends(url) == [0.02]
     print(f"\ncrashed server: 1 crash mid-write, {sessions} partitions, partial 0, rerun exact")
