@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from stock_assets.market.sources.base import PRICE_COLUMNS as FETCHED_COLUMNS
+
 SCHEMA = "public"
 PRODUCTION_ALIAS = "production"
 
@@ -180,22 +182,7 @@ CREATE TABLE IF NOT EXISTS raw_prices_rejected (
     rejected_at TIMESTAMPTZ NOT NULL
 )
 """
-REJECTED_COLUMNS = (
-    "trade_date",
-    "ticker",
-    "open",
-    "high",
-    "low",
-    "close",
-    "volume",
-    "dividend",
-    "split_ratio",
-    "rule",
-    "detail",
-    "source",
-    "run_id",
-    "rejected_at",
-)
+REJECTED_COLUMNS = (*FETCHED_COLUMNS, "rule", "detail", "source", "run_id", "rejected_at")
 
 # Sessions a configured ticker has no raw_prices row for, and why (no answer, source error,
 # rejected): what /health and the dashboard show. Replaced per ingested slice of trade_date.
