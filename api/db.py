@@ -346,7 +346,8 @@ class Database:
         async with self.connection() as conn:
             rows = await conn.fetch(
                 "SELECT promoted_at, model_name, previous_version, new_version, dataset_run_id, "
-                "reason FROM model_promotions WHERE model_name = $1 ORDER BY id",
+                "reason, action, actor FROM model_promotions "
+                "WHERE model_name = $1 AND status = 'done' ORDER BY id",
                 model_name,
             )
         return [dict(r) for r in rows]
@@ -358,7 +359,8 @@ class Database:
         async with self.connection() as conn:
             row = await conn.fetchrow(
                 "SELECT promoted_at, reason, metrics FROM model_promotions "
-                "WHERE model_name = $1 AND new_version = $2 ORDER BY id DESC LIMIT 1",
+                "WHERE model_name = $1 AND new_version = $2 AND status = 'done' "
+                "ORDER BY id DESC LIMIT 1",
                 model_name,
                 version,
             )

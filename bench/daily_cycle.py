@@ -111,11 +111,14 @@ def step(kind: str, name: str) -> dict:
         )
         # serve the small learned model whatever the check said
         from stock_assets.defs.resources import PostgresResource
-        from stock_assets.lifecycle.registry import move_alias
+        from stock_assets.lifecycle.journal import move
 
         with PostgresResource().connect() as conn:
-            move_alias(
-                conn, defs.resources["registry"].model_name, outcome.candidate_version, "benchmark"
+            move(
+                conn,
+                defs.resources["registry"].model_name,
+                outcome.candidate_version,
+                reason="benchmark",
             )
     elif kind == "cycle":
         _range(defs.resolve_job_def("daily_operations"), day, day)

@@ -22,6 +22,9 @@ PURE = [
     "stock_assets.ml.charts",
     "stock_assets.ml.serving",
     "stock_assets.lifecycle.registry",
+    "stock_assets.lifecycle.history",
+    "stock_assets.lifecycle.journal",
+    "stock_assets.lifecycle.retraining_lease",
     "stock_assets.lifecycle.policy",
     "stock_assets.lifecycle.promotion",
     "stock_assets.lifecycle.scoring",
@@ -33,6 +36,7 @@ PURE = [
     "stock_assets.storage.exports",
     "stock_assets.runtime.postgres",
     "stock_assets.runtime.alerts",
+    "stock_assets.runtime.failpoints",
     "stock_assets.commands.tune_worker",
 ]
 

@@ -153,6 +153,7 @@ def retrain_cmd(cutoff, reason: str) -> None:
 
     from stock_assets.commands.retrain import retrain
     from stock_assets.definitions import build_definitions
+    from stock_assets.lifecycle.retraining_lease import RetrainingBusy
 
     settings = load_settings()
     try:
@@ -163,16 +164,18 @@ def retrain_cmd(cutoff, reason: str) -> None:
             cutoff=cutoff.date() if cutoff else None,
             reason=reason,
         )
-    except (ValueError, postgres.DatabaseUnavailable) as exc:
+    except (ValueError, RetrainingBusy, postgres.DatabaseUnavailable) as exc:
         _fail(str(exc))
     click.echo(f"\ndataset run   {outcome.dataset_run_id}   (Dagster run {outcome.run_id})")
     click.echo(f"candidate     version {outcome.candidate_version}")
     if outcome.check_passed is not None:
         verdict = "passed" if outcome.check_passed else "failed"
         click.echo(f"beats_production {verdict}: {outcome.check_reason}")
+    else:
+        click.echo(f"beats_production did not run: {outcome.failure}")
     click.echo(f"production -> version {outcome.production_version} ({outcome.production_kind})")
     if not outcome.ok:
-        _fail(f"retraining failed in step(s) {', '.join(outcome.failed_steps)}")
+        _fail(f"retraining failed: {outcome.failure}")
 
 
 def _registry_conn():
@@ -184,34 +187,89 @@ def _registry_conn():
     return postgres.connect(postgres.ready_server(settings).for_db("stocks"))
 
 
+def _echo_moved(moved) -> None:
+    if moved.noop:
+        click.echo(
+            f"production: {moved.model_name} version {moved.new} already serves: nothing done"
+        )
+    else:
+        click.echo(f"production: {moved.model_name} version {moved.previous} -> {moved.new}")
+
+
 @main.command(help="Move the production alias to a registered version by hand.")
 @click.option("--version", "version", required=True)
 @click.option("--reason", default="manual promotion", show_default=True)
-def promote(version: str, reason: str) -> None:
-    from stock_assets.lifecycle.registry import move_alias
+@click.option(
+    "--expect",
+    default=None,
+    help="Refuse unless production is still this version (the one you looked at).",
+)
+def promote(version: str, reason: str, expect: str | None) -> None:
+    from stock_assets.lifecycle.journal import ANY, move
 
     name = load_settings().retraining.model_name
     with _registry_conn() as conn:
         try:
-            previous = move_alias(conn, name, version, reason)
+            moved = move(conn, name, version, expected=expect or ANY, reason=reason, log=_note)
         except Exception as exc:
             _fail(f"cannot promote {name} version {version}: {exc}")
-    click.echo(f"production: {name} version {previous} -> {version}")
+    _echo_moved(moved)
 
 
-@main.command(help="Move the production alias back to the version it replaced.")
+@main.command(help="Undo: move production back to the version the current one replaced.")
+@click.option("--to", "to", default=None, help="Any version that held production before.")
 @click.option("--reason", default="rollback", show_default=True)
-def rollback(reason: str) -> None:
-    from stock_assets.lifecycle.registry import move_alias, rollback_target
+def rollback(to: str | None, reason: str) -> None:
+    from stock_assets.lifecycle.journal import rollback as undo
 
     name = load_settings().retraining.model_name
     with _registry_conn() as conn:
         try:
-            target = rollback_target(conn, name)
-            previous = move_alias(conn, name, target, reason)
+            moved = undo(conn, name, to, reason=reason, log=_note)
         except Exception as exc:
             _fail(f"cannot roll back {name}: {exc}")
-    click.echo(f"production: {name} version {previous} -> {target}")
+    _echo_moved(moved)
+
+
+@main.command(help="The history of the production alias: when, from, to, why, who.")
+def promotions() -> None:
+    from stock_assets.lifecycle.journal import history, reconcile
+
+    name = load_settings().retraining.model_name
+    with _registry_conn() as conn:
+        reconcile(conn, name, _note)
+        rows = history(conn, name)
+    if rows.empty:
+        click.echo(f"{name}: no promotion yet")
+        return
+    click.echo(
+        f"{'when (UTC)':<20} {'from':>5} {'to':>5}  {'action':<9} {'who':<10} {'status':<9} reason"
+    )
+    for r in rows.itertuples():
+        when = r.promoted_at.tz_convert("UTC").strftime("%Y-%m-%d %H:%M:%S")
+        was = "-" if r.previous_version is None else r.previous_version
+        click.echo(
+            f"{when:<20} {was:>5} {r.new_version:>5}  {r.action:<9} {r.actor:<10} "
+            f"{r.status:<9} {r.reason}"
+        )
+
+
+@main.command(help="Trust a version registered before digests existed (checks it first!).")
+@click.option("--version", "version", required=True)
+def pin(version: str) -> None:
+    from stock_assets.lifecycle.registry import pin_existing
+
+    name = load_settings().retraining.model_name
+    with _registry_conn() as conn:
+        try:
+            digests = pin_existing(conn, name, version)
+        except Exception as exc:
+            _fail(f"cannot pin {name} version {version}: {exc}")
+    click.echo(f"{name} version {version} pinned: code sha256 {digests.code}")
+
+
+def _note(line: str) -> None:
+    click.echo(line, err=True)
 
 
 @main.command(help="Re-ingest one ticker's history from the source (after a restatement).")

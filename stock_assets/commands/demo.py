@@ -68,13 +68,16 @@ def run_demo(end: str = "2018-12-31") -> None:
     else:
         click.echo(f"[2/3] training with cutoff {DEMO_CUTOFF} (Optuna + PyTorch, MLflow) …")
         outcome = retrain(defs, instance, cutoff=DEMO_CUTOFF, reason="demo", log_level="CRITICAL")
-        verdict = {True: "passed", False: "failed", None: "did not run"}[outcome.check_passed]
-        click.echo(
-            f"      candidate v{outcome.candidate_version}: beats_production {verdict}: "
-            f"{outcome.check_reason}"
-        )
+        if outcome.check_passed is None:
+            click.echo(f"      beats_production did not run: {outcome.failure}")
+        else:
+            verdict = "passed" if outcome.check_passed else "failed"
+            click.echo(
+                f"      candidate v{outcome.candidate_version}: beats_production {verdict}: "
+                f"{outcome.check_reason}"
+            )
         if not outcome.ok:
-            raise SystemExit(f"retraining failed in {outcome.failed_steps}")
+            raise SystemExit(f"retraining failed: {outcome.failure}")
     phases["train (cutoff 2017-12-29)"] = time.monotonic() - t
 
     t = time.monotonic()

@@ -27,6 +27,7 @@ from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_START_TAG,
 )
 
+from stock_assets.commands.retrain import execute_retraining
 from stock_assets.defs.resources import PostgresResource
 from stock_assets.defs.tags import CHECK_STEP, REASON_TAG
 from stock_assets.market.calendars import previous_session, sessions_between
@@ -133,12 +134,12 @@ def run_replay(
                 key, reason = request.partition_key, request.tags.get(REASON_TAG, "")
                 echo(f"[{i}/{len(sessions)}] {day}: retraining {key} — {reason}")
                 instance.add_dynamic_partitions("dataset_runs", [key])
-                outcome = defs.resolve_job_def("retrain").execute_in_process(
-                    instance=instance,
-                    partition_key=key,
+                outcome = execute_retraining(
+                    defs,
+                    instance,
+                    key,
                     run_config=QUIET,
                     tags={REASON_TAG: f"replay: {reason}"},
-                    raise_on_error=False,
                 )
                 failed = [e.step_key for e in outcome.all_events if e.is_step_failure]
                 if failed and failed != [CHECK_STEP]:

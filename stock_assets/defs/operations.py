@@ -25,7 +25,8 @@ from stock_assets.defs.resources import (
     OperationsConfig,
     PostgresResource,
 )
-from stock_assets.lifecycle.registry import ensure_production, load_production, naive_bundle
+from stock_assets.lifecycle.journal import ensure_production
+from stock_assets.lifecycle.registry import load_version, naive_bundle
 from stock_assets.lifecycle.scoring import (
     in_traded_basis,
     prediction_notes,
@@ -36,6 +37,7 @@ from stock_assets.lifecycle.scoring import (
 from stock_assets.market.calendars import next_sessions, sessions_among, sessions_between
 from stock_assets.ml.charts import prediction_chart_markdown
 from stock_assets.ml.serving import serve
+from stock_assets.runtime import failpoints
 from stock_assets.storage import queries
 from stock_assets.storage.exports import export_predictions
 from stock_assets.storage.prices import prices_until, stored_bars
@@ -84,9 +86,12 @@ def daily_predictions(
         prices = prices_until(conn, tickers, max(sessions))
         if prices.empty:
             raise ValueError("raw_prices holds no rows for the configured tickers")
-        production = ensure_production(conn, registry.model_name, prices)
+        # resolved once: every row is stamped with the version that made it, even when a
+        # promotion lands while this run works
+        production = ensure_production(conn, registry.model_name, prices, context.log.warning)
+        failpoints.hit("serving.after_resolve")
+        model, bundle = load_version(conn, registry.model_name, production.version)
         traded = stored_bars(conn, tickers, min(sessions), max(sessions))
-    model, bundle = load_production(registry.model_name)  # once per run
     calendar = sessions_between(prices["trade_date"].min(), max(sessions), market.exchange)
     served = serve(
         bundle,

@@ -6,6 +6,8 @@ The `mlflow` parameter is dagster-mlflow's resource, which proxies the mlflow mo
 """
 
 import datetime as dt
+import multiprocessing
+import os
 
 import optuna
 import pandas as pd
@@ -16,6 +18,7 @@ from dagster import (
     AssetCheckSeverity,
     AssetDep,
     AssetExecutionContext,
+    DagsterEventType,
     MetadataValue,
     ResourceParam,
     asset,
@@ -29,18 +32,43 @@ from stock_assets.defs.partitions import dataset_runs_partitions
 from stock_assets.defs.resources import MarketResource, PostgresResource, RetrainingConfig
 from stock_assets.defs.tags import REASON_TAG
 from stock_assets.lifecycle.dataset_runs import cutoff_of, record
+from stock_assets.lifecycle.journal import move
 from stock_assets.lifecycle.promotion import judge
-from stock_assets.lifecycle.registry import log_candidate, move_alias
+from stock_assets.lifecycle.registry import log_candidate
+from stock_assets.lifecycle.retraining_lease import Lease, acquire, process_alive
 from stock_assets.ml.candidate import fit_candidate
 from stock_assets.ml.charts import history_chart_markdown
 from stock_assets.ml.dataset import SplitConfig, fit_scalers, select_features, split_bounds
 from stock_assets.ml.features import FEATURES
 from stock_assets.ml.processed import check_history, processed_frame
 from stock_assets.ml.tuning import run_study
+from stock_assets.runtime import failpoints
 from stock_assets.storage import schema
 from stock_assets.storage.prices import prices_until
 
 GROUP = "retraining"
+CHECK_NAME = "beats_production"
+
+
+def _run_pid() -> int:
+    """The process that lives as long as the run: this one when steps run in process, the
+    run worker when each step is a child process of it."""
+    parent = multiprocessing.parent_process()
+    return parent.pid if parent is not None and parent.pid else os.getpid()
+
+
+def _in_flight(context: AssetExecutionContext):
+    def in_flight(lease: Lease) -> bool:
+        alive = process_alive(lease.host, lease.pid)
+        if alive is False:
+            return False
+        run = context.instance.get_run_by_id(lease.run_id)
+        if run is not None:
+            return not run.is_finished
+        # a run of another instance (a test's, a second state folder) on a live process
+        return alive is None or lease.pid != os.getpid()
+
+    return in_flight
 
 
 def _one_run(table: schema.AssetTable, kinds: set[str], description: str) -> dict:
@@ -76,6 +104,11 @@ def processed_features(
     key, settings = context.partition_key, retraining.settings()
     cutoff, tickers = cutoff_of(key), market.ticker_list()
     with stocks_db.connect() as conn:
+        stale = acquire(
+            conn, retraining.model_name, context.run_id, key, _in_flight(context), _run_pid()
+        )
+        if stale is not None:
+            context.log.warning(f"took over the stale lease of {stale.describe()}")
         record(conn, key, context.run.tags.get(REASON_TAG, "materialized"), context.run_id)
         prices = prices_until(conn, tickers, cutoff)
     check_history(prices, tickers, cutoff)
@@ -200,7 +233,7 @@ def candidate_model(
     fitted = fit_candidate(processed_features, scalers, best, retraining.settings(), key, cutoff)
     with stocks_db.connect() as conn:
         prices = prices_until(conn, fitted.bundle.tickers, cutoff)
-    version = log_candidate(fitted, prices, retraining.model_name, context.run_id)
+        version = log_candidate(conn, fitted, prices, retraining.model_name, context.run_id)
     first, last = fitted.test_window
     context.add_output_metadata(
         {
@@ -229,7 +262,7 @@ def candidate_model(
 
 @asset_check(
     asset=candidate_model,
-    name="beats_production",
+    name=CHECK_NAME,
     blocking=True,
     description="Candidate and production scored on the part of the candidate's test "
     "window production never trained on; passes when the candidate's MAE beats "
@@ -287,10 +320,21 @@ def production_model(
     key, name = context.partition_key, retraining.model_name
     row = candidate_model[candidate_model["dataset_run_id"] == key].iloc[0]
     version = str(row.model_version)
+    judged = _judged_against(context, version)
+    failpoints.hit("production_model.before_move")
     with stocks_db.connect() as conn:
-        previous = move_alias(
-            conn, name, version, "beats production", dataset_run_id=key, metrics=row.metrics
+        moved = move(
+            conn,
+            name,
+            version,
+            expected=judged,
+            actor="check",
+            reason="beats production",
+            dataset_run_id=key,
+            metrics=row.metrics,
+            log=context.log.warning,
         )
+    previous = moved.previous
     context.add_output_metadata({"production_version": version, "previous_version": str(previous)})
     return pd.DataFrame(
         {
@@ -300,6 +344,24 @@ def production_model(
             "previous_version": [previous],
             "promoted_at": [pd.Timestamp(dt.datetime.now(dt.UTC))],
         }
+    )
+
+
+def _judged_against(context: AssetExecutionContext, candidate: str) -> str:
+    """The production version this run's beats_production passed the candidate against:
+    the promotion moves the alias only if production still holds it (compare-and-set)."""
+    for entry in context.instance.all_logs(
+        context.run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION
+    ):
+        evaluation = entry.dagster_event.event_specific_data
+        if evaluation.check_name != CHECK_NAME or not evaluation.passed:
+            continue
+        meta = {k: v.value for k, v in evaluation.metadata.items()}
+        if str(meta.get("candidate_version")) == candidate:
+            return str(meta["production_version"])
+    raise RuntimeError(
+        f"no passed {CHECK_NAME} for candidate version {candidate} in this run: "
+        "production_model moves the alias only in the run that judged the candidate"
     )
 
 

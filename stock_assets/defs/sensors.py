@@ -25,6 +25,7 @@ from stock_assets.defs.resources import (
     PostgresResource,
 )
 from stock_assets.defs.tags import REASON_TAG
+from stock_assets.lifecycle.journal import reconcile
 from stock_assets.lifecycle.policy import PolicyState, Summary, decide
 from stock_assets.lifecycle.registry import production
 from stock_assets.storage.prices import stored_span
@@ -79,9 +80,10 @@ def retraining_sensor(
     )
     with stocks_db.connect() as conn:
         span = stored_span(conn)
+        registry.setup()
+        reconcile(conn, registry.model_name, context.log.warning)  # alias and journal agree
 
     def production_kind() -> str | None:
-        registry.setup()
         current = production(registry.model_name)
         return current.kind if current else None
 

@@ -13,7 +13,8 @@ from typing import Any
 
 import pandas as pd
 
-from stock_assets.lifecycle.registry import ensure_production, load_production
+from stock_assets.lifecycle.journal import ensure_production
+from stock_assets.lifecycle.registry import load_version
 from stock_assets.ml.features import next_log_return
 from stock_assets.ml.metrics import compare
 from stock_assets.storage.prices import prices_until
@@ -64,19 +65,17 @@ def judge(
     promotion_margin: float,
     min_common_window: int,
 ) -> Verdict:
-    """Score a candidate_model row against production on their common window."""
-    import mlflow
-
+    """Score a candidate_model row against production on their common window. Production is
+    resolved once and loaded by version: the verdict names the version it actually scored."""
     version = str(candidate.model_version)
-    cand_model = mlflow.pyfunc.load_model(f"models:/{model_name}/{version}")
-    cand_bundle = cand_model.unwrap_python_model().bundle
+    cand_model, cand_bundle = load_version(conn, model_name, version)
     prices = prices_until(conn, cand_bundle.tickers, pd.Timestamp(candidate.cutoff).date())
     production = ensure_production(conn, model_name, prices)
     verdict = Verdict(False, "", production_version=production.version, candidate_version=version)
     if production.version == version:
         verdict.reason = f"version {version} already holds the production alias"
         return verdict
-    prod_model, prod_bundle = load_production(model_name)
+    prod_model, prod_bundle = load_version(conn, model_name, production.version)
     test_start = pd.Timestamp(candidate.test_start).date()
     test_end = pd.Timestamp(candidate.test_end).date()
     prod_cutoff = dt.date.fromisoformat(prod_bundle.cutoff) if prod_bundle.cutoff else None

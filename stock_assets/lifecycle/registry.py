@@ -1,13 +1,12 @@
-"""The MLflow side: tracking set-up, logging forecasters, and who holds the `production` alias.
+"""The MLflow side: tracking set-up, logging forecasters, reading who holds `production`, and
+loading one pinned version whose files are verified against digests kept in Postgres.
 
-Every move of the alias — bootstrap, promotion, manual promote, rollback — goes through
-`move_alias`, which writes its `model_promotions` row in the same database transaction it commits
-only after the alias has moved, so a failure leaves neither a moved alias nor a row.
+Moving the alias is `lifecycle/journal.py`'s job alone.
 """
 
 from __future__ import annotations
 
-import json
+import hashlib
 import os
 import tempfile
 from dataclasses import dataclass
@@ -21,9 +20,9 @@ from stock_assets.ml.candidate import Candidate
 from stock_assets.ml.metrics import conformal_quantile
 from stock_assets.runtime.postgres import ready_server, redact
 from stock_assets.settings import Settings, load_settings
-from stock_assets.storage.schema import MODEL_PROMOTIONS_DDL as PROMOTIONS_DDL
+from stock_assets.storage.schema import MODEL_DIGESTS_DDL
 from stock_assets.storage.schema import PRODUCTION_ALIAS as ALIAS
-from stock_assets.storage.writer import note_write
+from stock_assets.storage.writer import ensure_table
 
 EXPERIMENT = "stock_assets"
 PIP_REQUIREMENTS = ["mlflow", "torch==2.13.0", "pandas<3", "numpy", "ta-lib", "stock_assets"]
@@ -85,13 +84,15 @@ def configure(tracking_uri: str, artifact_root: Path) -> str:
 
 
 def log_forecaster(
+    conn: Any,
     bundle: Bundle,
     net: Any,
     model_name: str,
     input_example: pd.DataFrame,
     tags: dict[str, str],
 ) -> str:
-    """Log the pyfunc model in the active run and register it; returns the new version."""
+    """Log the pyfunc model in the active run, register it and pin its files' digests;
+    returns the new version."""
     import mlflow
     import torch
     from mlflow.models import infer_signature
@@ -124,15 +125,26 @@ def log_forecaster(
             {"features": bundle.features, "tickers": bundle.tickers, "seq_len": bundle.seq_len},
             "model_inputs.json",
         )
-    version = str(info.registered_model_version)
+        version = str(info.registered_model_version)
+        sources = {
+            CODE_FILE: Path(mlflow_model_code.__file__),
+            "artifacts/bundle.json": Path(artifacts["bundle"]),
+        }
+        if "weights" in artifacts:
+            sources["artifacts/weights.pt"] = Path(artifacts["weights"])
+        digests = _pin(conn, model_name, version, sources)
     client = mlflow.MlflowClient()
-    for key, value in tags.items():
+    for key, value in {**tags, **digests.tags()}.items():
         client.set_model_version_tag(model_name, version, key, value)
     return version
 
 
 def log_candidate(
-    candidate: Candidate, prices: pd.DataFrame, model_name: str, dagster_run_id: str
+    conn: Any,
+    candidate: Candidate,
+    prices: pd.DataFrame,
+    model_name: str,
+    dagster_run_id: str,
 ) -> str:
     """Log a fitted candidate's parameters, test metrics and model in the active MLflow run,
     and register it; returns the new version."""
@@ -165,7 +177,7 @@ def log_candidate(
         "cutoff": str(bundle.cutoff),
         "dagster_run_id": dagster_run_id,
     }
-    return log_forecaster(bundle, candidate.net, model_name, example, tags)
+    return log_forecaster(conn, bundle, candidate.net, model_name, example, tags)
 
 
 @dataclass(frozen=True)
@@ -198,92 +210,6 @@ def production(model_name: str) -> Production | None:
     )
 
 
-def load_production(model_name: str):
-    """The production model as MLflow pyfunc, and its Bundle (tickers, cutoff, …)."""
-    import mlflow
-
-    try:
-        model = mlflow.pyfunc.load_model(f"models:/{model_name}@{ALIAS}")
-    except Exception as exc:
-        raise RegistryError(
-            f"cannot load models:/{model_name}@{ALIAS} (missing artifact?): {exc}"
-        ) from exc
-    return model, model.unwrap_python_model().bundle
-
-
-def move_alias(
-    conn: Any,
-    model_name: str,
-    version: str,
-    reason: str,
-    dataset_run_id: str | None = None,
-    metrics: dict | None = None,
-) -> str | None:
-    """Point `production` at `version` and log it; returns the previous version."""
-    import mlflow
-
-    client = mlflow.MlflowClient()
-    client.get_model_version(model_name, version)  # a clear error for an unknown version
-    current = production(model_name)
-    previous = current.version if current else None
-    with conn.cursor() as cur:
-        cur.execute(PROMOTIONS_DDL)
-        cur.execute(
-            "INSERT INTO model_promotions (model_name, previous_version, new_version, "
-            "dataset_run_id, metrics, reason) VALUES (%s, %s, %s, %s, %s, %s)",
-            (model_name, previous, version, dataset_run_id, json.dumps(metrics or {}), reason),
-        )
-        note_write(cur, "model_promotions")
-        try:
-            client.set_registered_model_alias(model_name, ALIAS, version)
-        except Exception:
-            conn.rollback()
-            raise
-    try:
-        conn.commit()
-    except Exception:
-        if previous is not None:
-            client.set_registered_model_alias(model_name, ALIAS, previous)
-        raise
-    return previous
-
-
-def promotions(conn: Any, model_name: str) -> pd.DataFrame:
-    with conn.cursor() as cur:
-        cur.execute(PROMOTIONS_DDL)
-        cur.execute(
-            "SELECT promoted_at, previous_version, new_version, dataset_run_id, reason "
-            "FROM model_promotions WHERE model_name = %s ORDER BY id",
-            (model_name,),
-        )
-        rows = cur.fetchall()
-    conn.commit()
-    return pd.DataFrame(
-        rows, columns=["promoted_at", "previous_version", "new_version", "dataset_run_id", "reason"]
-    )
-
-
-def undo_target(history: list[tuple[str | None, str]], current: str) -> str:
-    """Pure: from the alias moves (previous, new), oldest first, the version that the newest
-    move onto `current` replaced."""
-    for previous, new in reversed(history):
-        if new == current:
-            if previous is None:
-                break
-            return str(previous)
-    raise RegistryError(f"version {current} replaced nothing: nothing to roll back to")
-
-
-def rollback_target(conn: Any, model_name: str) -> str:
-    """The version the current production version replaced."""
-    current = production(model_name)
-    if current is None:
-        raise RegistryError(f"no version of {model_name} holds {ALIAS!r}")
-    moves = promotions(conn, model_name)
-    history = list(zip(moves["previous_version"], moves["new_version"], strict=True))
-    return undo_target(history, current.version)
-
-
 def naive_bundle(prices: pd.DataFrame, tickers: list[str]) -> Bundle:
     """The naive model: tomorrow = today, 80 % interval from recent absolute returns."""
     import numpy as np
@@ -296,21 +222,157 @@ def naive_bundle(prices: pd.DataFrame, tickers: list[str]) -> Bundle:
     return Bundle(kind=NAIVE, tickers=sorted(tickers), half_width=half_width)
 
 
-def ensure_production(conn: Any, model_name: str, prices: pd.DataFrame) -> Production:
-    """The production model; on an empty registry, register naive and give it the alias."""
+def register_naive(conn: Any, model_name: str, prices: pd.DataFrame) -> str:
+    """Register the naive model fitted on `prices`; returns its version."""
     import mlflow
 
-    current = production(model_name)
-    if current is not None:
-        return current
     tickers = sorted(prices["ticker"].unique())
     bundle = naive_bundle(prices, tickers)
     example = prices.sort_values("trade_date").groupby("ticker").tail(3)
     nested = mlflow.active_run() is not None
     with mlflow.start_run(run_name="naive-bootstrap", nested=nested):
         mlflow.log_params({"kind": NAIVE, "half_width": bundle.half_width})
-        version = log_forecaster(bundle, None, model_name, example, {"kind": NAIVE})
-    move_alias(conn, model_name, version, "bootstrap")
-    result = production(model_name)
-    assert result is not None
-    return result
+        return log_forecaster(conn, bundle, None, model_name, example, {"kind": NAIVE})
+
+
+# --- pinned files --------------------------------------------------------------------------
+
+CODE_FILE = "mlflow_model_code.py"
+MANIFEST_SKIP = {"registered_model_meta"}  # written by the download, not stored
+
+
+class UntrustedModel(RegistryError):
+    """A registered version's files differ from the digests recorded when it was registered."""
+
+
+@dataclass(frozen=True)
+class Digests:
+    code: str  # the Python file loading executes
+    weights: str | None  # the network's state dict (None: naive)
+    bundle: str  # features, scalers, interval
+    manifest: str  # every stored file (MLmodel names the loader and the code file)
+
+    def tags(self) -> dict[str, str]:
+        tags = {"code_sha256": self.code, "bundle_sha256": self.bundle}
+        return tags | ({"weights_sha256": self.weights} if self.weights else {})
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def digests_of(model_dir: Path) -> Digests:
+    """Digests of a downloaded model folder."""
+    files = sorted(p for p in model_dir.rglob("*") if p.is_file() and p.name not in MANIFEST_SKIP)
+    manifest = hashlib.sha256()
+    for path in files:
+        manifest.update(f"{path.relative_to(model_dir).as_posix()}\0{_sha256(path)}\n".encode())
+    weights = model_dir / "artifacts" / "weights.pt"
+    code = model_dir / CODE_FILE
+    if not code.is_file():
+        raise UntrustedModel(f"{model_dir.name}: no {CODE_FILE} in the stored model")
+    return Digests(
+        code=_sha256(code),
+        weights=_sha256(weights) if weights.is_file() else None,
+        bundle=_sha256(model_dir / "artifacts" / "bundle.json"),
+        manifest=manifest.hexdigest(),
+    )
+
+
+def _download(model_name: str, version: str, into: Path) -> Path:
+    import mlflow
+
+    try:
+        return Path(
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=f"models:/{model_name}/{version}", dst_path=str(into)
+            )
+        )
+    except Exception as exc:
+        raise RegistryError(
+            f"cannot read models:/{model_name}/{version} (missing artifact?): {exc}"
+        ) from exc
+
+
+def _pin(conn: Any, model_name: str, version: str, sources: dict[str, Path]) -> Digests:
+    """Record the digests of what the store now holds for `version`, after checking that it
+    holds exactly the files just logged."""
+    with tempfile.TemporaryDirectory() as tmp:
+        stored = _download(model_name, version, Path(tmp))
+        digests = digests_of(stored)
+        for relative, source in sources.items():
+            if _sha256(stored / relative) != _sha256(source):
+                raise UntrustedModel(
+                    f"{model_name} version {version}: the stored {relative} differs from the "
+                    "file just logged (someone writes to the artifact store)"
+                )
+    record_digests(conn, model_name, version, digests)
+    return digests
+
+
+def record_digests(conn: Any, model_name: str, version: str, digests: Digests) -> None:
+    with conn.cursor() as cur:
+        ensure_table(cur, "model_digests", MODEL_DIGESTS_DDL)
+        cur.execute(
+            "INSERT INTO model_digests (model_name, version, code_sha256, weights_sha256, "
+            "bundle_sha256, manifest_sha256) VALUES (%s, %s, %s, %s, %s, %s) "
+            "ON CONFLICT (model_name, version) DO NOTHING",
+            (model_name, version, digests.code, digests.weights, digests.bundle, digests.manifest),
+        )
+    conn.commit()
+
+
+def recorded_digests(conn: Any, model_name: str, version: str) -> Digests | None:
+    with conn.cursor() as cur:
+        ensure_table(cur, "model_digests", MODEL_DIGESTS_DDL)
+        cur.execute(
+            "SELECT code_sha256, weights_sha256, bundle_sha256, manifest_sha256 "
+            "FROM model_digests WHERE model_name = %s AND version = %s",
+            (model_name, version),
+        )
+        row = cur.fetchone()
+    conn.commit()
+    return Digests(*row) if row else None
+
+
+def pin_existing(conn: Any, model_name: str, version: str) -> Digests:
+    """Trust a version registered before digests existed: record what the store holds now."""
+    if recorded_digests(conn, model_name, version) is not None:
+        raise RegistryError(f"{model_name} version {version} is pinned already")
+    with tempfile.TemporaryDirectory() as tmp:
+        digests = digests_of(_download(model_name, version, Path(tmp)))
+    record_digests(conn, model_name, version, digests)
+    return digests
+
+
+def load_version(conn: Any, model_name: str, version: str):
+    """`models:/<name>/<version>` as MLflow pyfunc and its Bundle, loaded from a local copy
+    whose files match the digests recorded at registration; refused otherwise."""
+    import mlflow
+
+    expected = recorded_digests(conn, model_name, version)
+    if expected is None:
+        raise UntrustedModel(
+            f"{model_name} version {version} has no recorded digests (registered before "
+            f"pinning?): check it, then `stock-assets pin --version {version}`"
+        )
+    with tempfile.TemporaryDirectory() as tmp:
+        local = _download(model_name, version, Path(tmp))
+        found = digests_of(local)
+        for part in ("code", "weights", "bundle", "manifest"):
+            if getattr(found, part) != getattr(expected, part):
+                what = {"code": CODE_FILE, "manifest": "file set (MLmodel, environment)"}
+                raise UntrustedModel(
+                    f"{model_name} version {version}: the stored {what.get(part, part)} does "
+                    f"not match its digest recorded at registration (sha256 "
+                    f"{getattr(found, part)} ≠ {getattr(expected, part)}): refusing to load it"
+                )
+        try:
+            model = mlflow.pyfunc.load_model(str(local))
+        except Exception as exc:
+            raise RegistryError(f"cannot load models:/{model_name}/{version}: {exc}") from exc
+    return model, model.unwrap_python_model().bundle

@@ -138,6 +138,9 @@ CREATE TABLE IF NOT EXISTS dataset_runs (
 )
 """
 
+# The promotion journal (lifecycle/journal.py): a row is written `pending` before the alias
+# moves and marked `done` after; `abandoned` when the alias never moved. `action` tells
+# rollbacks (which undo) from moves forward; `actor` says who asked.
 MODEL_PROMOTIONS_DDL = """
 CREATE TABLE IF NOT EXISTS model_promotions (
     id BIGSERIAL PRIMARY KEY,
@@ -147,7 +150,43 @@ CREATE TABLE IF NOT EXISTS model_promotions (
     new_version TEXT NOT NULL,
     dataset_run_id TEXT,
     metrics JSONB,
-    reason TEXT NOT NULL
+    reason TEXT NOT NULL,
+    action TEXT NOT NULL DEFAULT 'promote',
+    actor TEXT NOT NULL DEFAULT 'unknown',
+    status TEXT NOT NULL DEFAULT 'done',
+    finished_at TIMESTAMPTZ
+);
+ALTER TABLE model_promotions ADD COLUMN IF NOT EXISTS action TEXT NOT NULL DEFAULT 'promote';
+ALTER TABLE model_promotions ADD COLUMN IF NOT EXISTS actor TEXT NOT NULL DEFAULT 'unknown';
+ALTER TABLE model_promotions ADD COLUMN IF NOT EXISTS status TEXT NOT NULL DEFAULT 'done';
+ALTER TABLE model_promotions ADD COLUMN IF NOT EXISTS finished_at TIMESTAMPTZ
+"""
+PROMOTION_ACTIONS = ("bootstrap", "promote", "rollback", "repair")
+PROMOTION_ACTORS = ("check", "cli", "bootstrap", "reconcile")
+
+# SHA-256 of what loading a registered version executes and reads, recorded at registration.
+MODEL_DIGESTS_DDL = """
+CREATE TABLE IF NOT EXISTS model_digests (
+    model_name TEXT NOT NULL,
+    version TEXT NOT NULL,
+    code_sha256 TEXT NOT NULL,
+    weights_sha256 TEXT,
+    bundle_sha256 TEXT NOT NULL,
+    manifest_sha256 TEXT NOT NULL,
+    recorded_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (model_name, version)
+)
+"""
+
+# Which run holds the one retraining allowed at a time (lifecycle/retraining_lease.py).
+RETRAINING_LEASE_DDL = """
+CREATE TABLE IF NOT EXISTS retraining_lease (
+    model_name TEXT PRIMARY KEY,
+    run_id TEXT NOT NULL,
+    dataset_run_id TEXT NOT NULL,
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    taken_at TIMESTAMPTZ NOT NULL DEFAULT now()
 )
 """
 

@@ -356,6 +356,15 @@ def _replace_in(
         cur.copy_expert(copy.as_string(conn), payload)
 
 
+def ensure_table(cur: Any, table: str, ddl: str) -> None:
+    """Create a side table on first use; the CREATE is serialised, as two processes racing
+    on `CREATE TABLE IF NOT EXISTS` can both pass the check and one then fails."""
+    cur.execute("SELECT to_regclass(%s) IS NOT NULL", (f"{SCHEMA}.{table}",))
+    if not cur.fetchone()[0]:
+        cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"stock_assets.{table}",))
+        cur.execute(ddl)
+
+
 def note_write(cur: Any, table: str) -> None:
     """Count a write of `table` inside the writer's own transaction.
 

@@ -22,7 +22,8 @@ from api.db import Database
 from stock_assets.commands.replay import run_range
 from stock_assets.commands.retrain import retrain
 from stock_assets.definitions import build_definitions
-from stock_assets.lifecycle.registry import move_alias, production
+from stock_assets.lifecycle.journal import move
+from stock_assets.lifecycle.registry import production
 from stock_assets.market.calendars import sessions_between
 from stock_assets.market.sources import SyntheticSource
 from stock_assets.settings import load_settings
@@ -73,7 +74,7 @@ def seeded(pg_server):
     assert outcome.ok and outcome.candidate_version
     if production(name).kind == "naive":  # the tiny model may lose: promote it by hand
         with psycopg2.connect(url) as conn:
-            move_alias(conn, name, outcome.candidate_version, "api test: serve the learned model")
+            move(conn, name, outcome.candidate_version, reason="api test: serve the learned model")
     run_range(defs, instance, "daily_operations", "2019-06-03", str(LAST))
     return {
         "url": url,

@@ -127,17 +127,64 @@ PY
     assert (production == candidate) == passed
     assert ("(naive)" in out) == (not passed)
 
+    # promotions naive 2 → candidate 1 → 3 (one more naive version), then undo from the CLI;
+    # the check bootstrapped naive after the candidate was registered
+    assert candidate == "1", out
     moves = _sh(
-        f"""
+        """
         eval "$(stock-assets env)"
-        stock-assets promote --version {candidate} --reason "cli promote" 2>/dev/null || true
-        stock-assets rollback 2>/dev/null
-        stock-assets promote --version 999 2>&1 | tail -1 || true
+        python - <<'PY'
+import mlflow
+from stock_assets.defs.resources import PostgresResource
+from stock_assets.lifecycle.registry import log_forecaster, setup
+from stock_assets.ml.bundle import Bundle
+from stock_assets.storage.prices import prices_until
+import datetime as dt
+setup()
+with PostgresResource().connect() as conn, mlflow.start_run():
+    prices = prices_until(conn, ["AAPL"], dt.date(2017, 12, 29)).tail(3)
+    print("v3 =", log_forecaster(conn, Bundle("naive", ["AAPL"], 0.5), None,
+                                 "stock_forecaster", prices, {"kind": "naive"}))
+PY
+        stock-assets promote --version 1 --reason "cli promote" 2>&1
+        stock-assets promote --version 3 --expect 1 2>&1
+        stock-assets promote --version 3 2>&1
+        stock-assets rollback 2>&1
+        stock-assets rollback 2>&1
+        stock-assets rollback 2>&1 || echo "third rollback exit $?"
+        stock-assets promote --version 999 2>&1 || true
+        stock-assets promote --version 1 --expect 3 2>&1 || true
+        stock-assets promotions
         """,
         fresh_env,
     )
-    assert "production:" in moves.stdout
-    assert "cannot promote stock_forecaster version 999" in moves.stdout + moves.stderr
+    out = moves.stdout
+    assert moves.returncode == 0, out + moves.stderr
+    assert "v3 = 3" in out
+    assert "production: stock_forecaster version 1 -> 3" in out
+    assert "version 3 already serves: nothing done" in out
+    assert "production: stock_forecaster version 3 -> 1" in out
+    assert "production: stock_forecaster version 1 -> 2" in out
+    assert "replaced nothing that is left to undo" in out and "third rollback exit 1" in out
+    assert "cannot promote stock_forecaster version 999" in out
+    assert "is version 2, not version 3 as expected" in out
+    history = out.split("reason\n")[-1].splitlines()
+    assert [line.split()[2:5] for line in history] == [
+        ["-", "2", "bootstrap"],
+        ["2", "1", "promote"],  # by the check when it passed, else by `promote`
+        ["1", "3", "promote"],
+        ["3", "1", "rollback"],
+        ["1", "2", "rollback"],
+    ]
+    prod = _sh(
+        """
+        eval "$(stock-assets env)"
+        python -c "from stock_assets.lifecycle.registry import setup, production; setup(); \
+print('alias', production('stock_forecaster').version)"
+        """,
+        fresh_env,
+    )
+    assert "alias 2" in prod.stdout, prod.stdout + prod.stderr
 
 
 def test_commands_print_no_warnings(fresh_env):

@@ -21,15 +21,8 @@ from stock_assets.commands.retrain import retrain
 from stock_assets.definitions import build_definitions
 from stock_assets.defs.resources import PostgresResource
 from stock_assets.lifecycle.dataset_runs import cutoff_of
-from stock_assets.lifecycle.registry import (
-    configure,
-    ensure_production,
-    move_alias,
-    production,
-    promotions,
-    rollback_target,
-    tracking_uri,
-)
+from stock_assets.lifecycle.journal import ensure_production, history, move, rollback
+from stock_assets.lifecycle.registry import configure, production, tracking_uri
 from stock_assets.market.sources import SyntheticSource
 from stock_assets.settings import load_settings
 from stock_assets.storage.prices import prices_until
@@ -95,7 +88,7 @@ def test_bootstrap_gives_naive_the_alias(market):
         prices = prices_until(conn, ["SYN000", "SYN001"], CUTOFF)
         first = ensure_production(conn, name, prices)
         again = ensure_production(conn, name, prices)
-        log = promotions(conn, name)
+        log = history(conn, name)
     assert first.kind == "naive" and again.version == first.version
     assert log["reason"].tolist() == ["bootstrap"] and log["previous_version"].isna().all()
 
@@ -108,7 +101,7 @@ def test_failing_check_keeps_alias_and_promotion_log(market):
     assert outcome.production_kind == "naive"
     assert outcome.production_version != outcome.candidate_version
     with PostgresResource().connect() as conn:
-        assert promotions(conn, name)["reason"].tolist() == ["bootstrap"]
+        assert history(conn, name)["reason"].tolist() == ["bootstrap"]
     runs = mlflow.search_runs(
         experiment_names=["stock_assets"],
         search_all_experiments=False,
@@ -124,7 +117,7 @@ def test_passing_check_moves_alias_and_logs_it(market):
     assert outcome.success and outcome.check_passed is True
     assert outcome.production_version == outcome.candidate_version
     with PostgresResource().connect() as conn:
-        log = promotions(conn, name)
+        log = history(conn, name)
     assert log["reason"].tolist() == ["bootstrap", "beats production"]
     assert log["new_version"].iloc[-1] == outcome.candidate_version
     assert log["dataset_run_id"].iloc[-1] == outcome.dataset_run_id
@@ -154,14 +147,16 @@ def test_passing_check_moves_alias_and_logs_it(market):
     with pytest.raises(Exception, match="predicts exactly those"):
         model.predict(fresh[fresh.ticker == "SYN000"])
 
-    # promote and roll back by hand
+    # roll back (undo) and promote by hand, through the journal
     with PostgresResource().connect() as conn:
         naive_version = log["new_version"].iloc[0]
-        assert rollback_target(conn, name) == naive_version
-        move_alias(conn, name, naive_version, "rollback")
+        assert rollback(conn, name).new == naive_version
         assert production(name).version == naive_version
-        move_alias(conn, name, outcome.candidate_version, "manual promotion")
-        assert promotions(conn, name)["reason"].tolist()[-2:] == ["rollback", "manual promotion"]
+        move(conn, name, outcome.candidate_version, reason="manual promotion")
+        log = history(conn, name)
+        assert log["reason"].tolist()[-2:] == ["rollback", "manual promotion"]
+        assert log["actor"].tolist() == ["bootstrap", "check", "cli", "cli"]
+        assert set(log["status"]) == {"done"}
     assert production(name).version == outcome.candidate_version
 
 
@@ -239,6 +234,16 @@ def test_cutoff_with_too_little_history_fails_clearly_and_registers_nothing(mark
         if r.dagster_event is not None and r.dagster_event.is_step_failure
     )
     assert "too few for the splits" in failure
+    # the reason reaches the CLI summary, the Dagster run and its MLflow run
+    assert outcome.failure.startswith("step processed_features failed: ")
+    assert "too few for the splits" in outcome.failure
+    tags = instance.get_run_by_id(outcome.run_id).tags
+    assert tags["stock_assets/failure"] == outcome.failure
+    runs = mlflow.search_runs(
+        experiment_names=["stock_assets"],
+        filter_string=f"tags.dagster_run_id = '{outcome.run_id}'",
+    )
+    assert runs["tags.failure"].tolist() == [outcome.failure]
 
 
 def test_cutoff_that_is_not_a_stored_session_is_refused(market):

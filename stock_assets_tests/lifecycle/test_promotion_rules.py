@@ -6,8 +6,8 @@ import datetime as dt
 
 import pytest
 
+from stock_assets.lifecycle.history import Move, NothingToUndo, production_stack, undo_target
 from stock_assets.lifecycle.promotion import common_window, mae_verdict
-from stock_assets.lifecycle.registry import RegistryError, undo_target
 
 DAYS = [dt.date(2019, 1, d) for d in (2, 3, 4, 7, 8, 9, 10)]
 
@@ -27,11 +27,38 @@ def test_mae_verdict_needs_the_margin():
     assert not mae_verdict(1.0, 1.0, 0.0)[0]  # a tie is no improvement
 
 
-def test_undo_target_is_the_version_the_current_one_replaced():
-    history = [(None, "1"), ("1", "2"), ("2", "3")]
-    assert undo_target(history, "3") == "2"
-    assert undo_target(history, "2") == "1"
-    with pytest.raises(RegistryError, match="version 1 replaced nothing"):
-        undo_target(history, "1")
-    with pytest.raises(RegistryError, match="version 9 replaced nothing"):
-        undo_target(history, "9")
+def _moves(*rows: tuple[str | None, str, str]) -> list[Move]:
+    return [Move(*row) for row in rows]
+
+
+def test_two_rollbacks_after_three_promotions_land_on_the_first():
+    moves = _moves((None, "1", "bootstrap"), ("1", "2", "promote"), ("2", "3", "promote"))
+    assert undo_target(moves, "3") == "2"
+    moves += _moves(("3", "2", "rollback"))
+    assert undo_target(moves, "2") == "1"  # the old rule (newest move onto 2) said 3
+    moves += _moves(("2", "1", "rollback"))
+    assert production_stack(moves) == ["1"]
+    with pytest.raises(NothingToUndo, match="version 1 replaced nothing that is left to undo"):
+        undo_target(moves, "1")
+
+
+def test_rollback_to_any_version_that_served_before():
+    moves = _moves((None, "1", "bootstrap"), ("1", "2", "promote"), ("2", "3", "promote"))
+    assert undo_target(moves, "3", to="1") == "1"
+    moves += _moves(("3", "1", "rollback"))
+    assert production_stack(moves) == ["1"]
+    assert undo_target(moves, "1", to="3") == "3"  # an undone version may come back
+    with pytest.raises(NothingToUndo, match="version 7 never held production"):
+        undo_target(moves, "1", to="7")
+    with pytest.raises(NothingToUndo, match="version 1 already holds production"):
+        undo_target(moves, "1", to="1")
+
+
+def test_a_repeated_promotion_does_not_hide_the_version_before():
+    moves = _moves((None, "1", "bootstrap"), ("1", "2", "promote"), ("2", "2", "promote"))
+    assert undo_target(moves, "2") == "1"
+
+
+def test_alias_moved_outside_the_journal_is_undone_to_the_journals_top():
+    moves = _moves((None, "1", "bootstrap"), ("1", "2", "promote"))
+    assert undo_target(moves, "5") == "2"
