@@ -41,6 +41,17 @@ def race(name: str, target: str, rounds: int, barrier, results) -> None:
             barrier.wait()
 
 
+def bootstrap_at_once(name: str, prices, barrier, results) -> None:
+    """What each of several first daily runs does on an empty registry, at the same instant."""
+    from stock_assets.defs.resources import PostgresResource
+    from stock_assets.lifecycle.journal import ensure_production
+
+    _mlflow()
+    with PostgresResource().connect() as conn:
+        barrier.wait()
+        results.put(ensure_production(conn, name, prices, lambda _: None).version)
+
+
 def retrain(name: str, cutoff: str) -> None:
     """`python -m ... retrain NAME CUTOFF`: the CLI's retrain() on the synthetic test market."""
     import datetime as dt

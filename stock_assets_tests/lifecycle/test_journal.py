@@ -235,6 +235,31 @@ def test_fifty_simultaneous_promotions_keep_one_linear_chain(registry):
     assert _linear(rows) and rows["new_version"].iloc[-1] == production(name).version
 
 
+def test_runs_that_bootstrap_at_once_register_and_promote_one_naive_version(registry):
+    name = _name()
+    ctx = multiprocessing.get_context("spawn")
+    barrier, results = ctx.Barrier(3, timeout=120), ctx.Queue()
+    procs = [
+        ctx.Process(target=_bootstrap_at_once, args=(name, EXAMPLE, barrier, results))
+        for _ in range(3)
+    ]
+    for proc in procs:
+        proc.start()
+    versions = [results.get(timeout=180) for _ in procs]
+    for proc in procs:
+        proc.join(timeout=60)
+    assert len(set(versions)) == 1
+    assert len(mlflow.MlflowClient().search_model_versions(f"name = '{name}'")) == 1
+    rows = _rows(name)
+    assert rows[["action", "status"]].values.tolist() == [["bootstrap", "done"]]
+
+
+def _bootstrap_at_once(*args) -> None:
+    from stock_assets_tests.lifecycle.journal_proc import bootstrap_at_once
+
+    bootstrap_at_once(*args)
+
+
 def _race(*args) -> None:
     from stock_assets_tests.lifecycle.journal_proc import race
 
