@@ -112,14 +112,7 @@ def _current(model_name: str) -> str | None:
 
 def _reconcile_locked(conn: Any, model_name: str, log: Log) -> list[str]:
     repairs: list[str] = []
-    with conn.cursor() as cur:
-        cur.execute(
-            "SELECT id, previous_version, new_version, action FROM model_promotions "
-            "WHERE model_name = %s AND status = 'pending' ORDER BY id",
-            (model_name,),
-        )
-        pending = cur.fetchall()
-    conn.commit()
+    pending = _rows_in(conn, model_name, "pending")
     alias = _current(model_name)
     for row_id, previous, new, action in pending:
         if alias == new:
@@ -199,16 +192,21 @@ def _insert(
     return row_id
 
 
-def _done_moves(conn: Any, model_name: str) -> list[Move]:
+def _rows_in(conn: Any, model_name: str, status: str) -> list[tuple]:
+    """(id, previous, new, action) of the model's rows in `status`, oldest first."""
     with conn.cursor() as cur:
         cur.execute(
-            "SELECT previous_version, new_version, action FROM model_promotions "
-            "WHERE model_name = %s AND status = 'done' ORDER BY id",
-            (model_name,),
+            "SELECT id, previous_version, new_version, action FROM model_promotions "
+            "WHERE model_name = %s AND status = %s ORDER BY id",
+            (model_name, status),
         )
         rows = cur.fetchall()
     conn.commit()
-    return [Move(p, n, a) for p, n, a in rows]
+    return rows
+
+
+def _done_moves(conn: Any, model_name: str) -> list[Move]:
+    return [Move(p, n, a) for _, p, n, a in _rows_in(conn, model_name, "done")]
 
 
 def _move_locked(

@@ -14,19 +14,15 @@ from stock_assets.defs.resources import PostgresResource
 from stock_assets.lifecycle.registry import configure, production
 from stock_assets.runtime.postgres import embedded_stop
 from stock_assets.storage.writer import query_frame
+from stock_assets_tests.markets import TINY as SHARED_TINY
 
-TINY = dict(
-    n_trials=1,
-    max_epochs=2,
-    patience=1,
-    gap=12,
-    seq_lens=[5, 10],
-    hidden_sizes=[8],
-    layer_counts=[1],
-    batch_sizes=[64],
-    min_common_window=10,
-    promotion_margin=0.99,  # naive keeps serving: its interval stays calibrated on calm data
-)
+TINY = {
+    **SHARED_TINY,
+    "n_trials": 1,
+    "max_epochs": 2,
+    "patience": 1,
+    "promotion_margin": 0.99,  # naive keeps serving: its interval stays calibrated on calm data
+}
 MARKET_ENV = {
     "STOCK_ASSETS_SOURCE": "synthetic",
     "STOCK_ASSETS_SYNTHETIC_TICKERS": "3",

@@ -62,7 +62,7 @@ def retrain(name: str, cutoff: str) -> None:
     from stock_assets.definitions import build_definitions
     from stock_assets.lifecycle.retraining_lease import RetrainingBusy
     from stock_assets.settings import load_settings
-    from stock_assets_tests.lifecycle.test_journal import SYN, TINY
+    from stock_assets_tests.markets import SYN, TINY
 
     settings = load_settings().with_market(start_date="2016-01-04")
     defs = build_definitions(settings, source=SYN, retraining={**TINY, "model_name": name})

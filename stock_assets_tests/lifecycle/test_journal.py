@@ -44,24 +44,11 @@ from stock_assets.lifecycle.registry import (
     production,
     setup,
 )
-from stock_assets.market.sources import SyntheticSource
 from stock_assets.ml.bundle import NAIVE, Bundle
 from stock_assets.runtime.failpoints import VARIABLE as FAILPOINT
 from stock_assets.settings import load_settings
+from stock_assets_tests.markets import CUTOFF, SYN, TINY
 
-SYN = SyntheticSource(seed=9, n_tickers=2, start=dt.date(2016, 1, 4), end=dt.date(2019, 12, 31))
-CUTOFF = dt.date(2019, 6, 28)
-TINY = dict(
-    n_trials=2,
-    max_epochs=3,
-    patience=2,
-    gap=12,
-    seq_lens=[5, 10],
-    hidden_sizes=[8],
-    layer_counts=[1],
-    batch_sizes=[64],
-    min_common_window=10,
-)
 EXAMPLE = SYN.fetch(["SYN000", "SYN001"], dt.date(2016, 1, 4), dt.date(2016, 1, 8))
 PROC = "stock_assets_tests.lifecycle.journal_proc"
 
