@@ -18,7 +18,7 @@ from stock_assets.defs.tags import CHECK_STEP, FAILURE_TAG, REASON_TAG
 from stock_assets.lifecycle.dataset_runs import next_key
 from stock_assets.lifecycle.journal import reconcile
 from stock_assets.lifecycle.registry import EXPERIMENT, production
-from stock_assets.lifecycle.retraining_lease import RetrainingBusy, holder, process_alive, release
+from stock_assets.lifecycle.retraining_lease import busy, finished_in, holder, in_flight, release
 from stock_assets.storage.prices import stored_span
 
 
@@ -82,14 +82,8 @@ def refuse_if_busy(instance: DagsterInstance, model_name: str) -> None:
     decides atomically; this spares the history an empty partition)."""
     with PostgresResource().connect() as conn:
         lease = holder(conn, model_name)
-    if lease is None or process_alive(lease.host, lease.pid) is False:
-        return
-    run = instance.get_run_by_id(lease.run_id)
-    if run is not None and run.is_finished:
-        return
-    raise RetrainingBusy(
-        f"{lease.describe()} holds the retraining of {model_name}: one retraining at a time"
-    )
+    if lease is not None and in_flight(lease, finished_in(instance)):
+        raise busy(lease, model_name)
 
 
 def retrain(
@@ -151,11 +145,13 @@ def _record_failure(instance: DagsterInstance, run_id: str, failure: str) -> Non
     import mlflow
 
     instance.add_run_tags(run_id, {FAILURE_TAG: failure[:2000]})
-    runs = mlflow.search_runs(
-        experiment_names=[EXPERIMENT],
-        filter_string=f"tags.dagster_run_id = '{run_id}'",
-        output_format="list",
-    )
-    client = mlflow.MlflowClient()
-    for run in runs:
-        client.set_tag(run.info.run_id, "failure", failure[:5000])
+    try:
+        runs = mlflow.search_runs(
+            experiment_names=[EXPERIMENT],
+            filter_string=f"tags.dagster_run_id = '{run_id}'",
+            output_format="list",
+        )
+        for run in runs:
+            mlflow.MlflowClient().set_tag(run.info.run_id, "failure", failure[:5000])
+    except Exception as exc:  # the store may be what failed: the run tag and the CLI still say
+        instance.add_run_tags(run_id, {FAILURE_TAG + "_mlflow": f"not recorded: {exc}"[:500]})

@@ -6,8 +6,6 @@ The `mlflow` parameter is dagster-mlflow's resource, which proxies the mlflow mo
 """
 
 import datetime as dt
-import multiprocessing
-import os
 
 import optuna
 import pandas as pd
@@ -35,7 +33,7 @@ from stock_assets.lifecycle.dataset_runs import cutoff_of, record
 from stock_assets.lifecycle.journal import move
 from stock_assets.lifecycle.promotion import judge
 from stock_assets.lifecycle.registry import log_candidate
-from stock_assets.lifecycle.retraining_lease import Lease, acquire, process_alive
+from stock_assets.lifecycle.retraining_lease import acquire, finished_in
 from stock_assets.ml.candidate import fit_candidate
 from stock_assets.ml.charts import history_chart_markdown
 from stock_assets.ml.dataset import SplitConfig, fit_scalers, select_features, split_bounds
@@ -48,27 +46,6 @@ from stock_assets.storage.prices import prices_until
 
 GROUP = "retraining"
 CHECK_NAME = "beats_production"
-
-
-def _run_pid() -> int:
-    """The process that lives as long as the run: this one when steps run in process, the
-    run worker when each step is a child process of it."""
-    parent = multiprocessing.parent_process()
-    return parent.pid if parent is not None and parent.pid else os.getpid()
-
-
-def _in_flight(context: AssetExecutionContext):
-    def in_flight(lease: Lease) -> bool:
-        alive = process_alive(lease.host, lease.pid)
-        if alive is False:
-            return False
-        run = context.instance.get_run_by_id(lease.run_id)
-        if run is not None:
-            return not run.is_finished
-        # a run of another instance (a test's, a second state folder) on a live process
-        return alive is None or lease.pid != os.getpid()
-
-    return in_flight
 
 
 def _one_run(table: schema.AssetTable, kinds: set[str], description: str) -> dict:
@@ -105,7 +82,7 @@ def processed_features(
     cutoff, tickers = cutoff_of(key), market.ticker_list()
     with stocks_db.connect() as conn:
         stale = acquire(
-            conn, retraining.model_name, context.run_id, key, _in_flight(context), _run_pid()
+            conn, retraining.model_name, context.run_id, key, finished_in(context.instance)
         )
         if stale is not None:
             context.log.warning(f"took over the stale lease of {stale.describe()}")

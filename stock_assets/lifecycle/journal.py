@@ -76,11 +76,11 @@ def _try_lock(conn: Any, model_name: str) -> bool:
 def promotion_lock(
     conn: Any, model_name: str, wait_seconds: float = LOCK_WAIT_SECONDS
 ) -> Iterator[None]:
-    """Hold the model's promotion lock (a session advisory lock on `conn`)."""
+    """Hold the model's promotion lock (a session advisory lock on `conn`); 0 s: try once."""
     _ensure(conn)
     deadline = time.monotonic() + wait_seconds
     while not _try_lock(conn, model_name):
-        if time.monotonic() > deadline:
+        if time.monotonic() >= deadline:
             raise PromotionBusy(
                 f"another promotion of {model_name} held the lock for over {wait_seconds:.0f} s"
             )
@@ -95,14 +95,10 @@ def promotion_lock(
             conn.commit()
 
 
-def _set_alias(model_name: str, version: str | None) -> None:
+def _set_alias(model_name: str, version: str) -> None:
     import mlflow
 
-    client = mlflow.MlflowClient()
-    if version is None:
-        client.delete_registered_model_alias(model_name, ALIAS)
-    else:
-        client.set_registered_model_alias(model_name, ALIAS, version)
+    mlflow.MlflowClient().set_registered_model_alias(model_name, ALIAS, version)
 
 
 def _current(model_name: str) -> str | None:
@@ -143,16 +139,11 @@ def _reconcile_locked(conn: Any, model_name: str, log: Log) -> list[str]:
 def reconcile(conn: Any, model_name: str, log: Log = print) -> list[str]:
     """Make alias and journal agree; returns what was repaired. Skips while a mover holds the
     lock: its pending row is in flight, not abandoned."""
-    _ensure(conn)
-    if not _try_lock(conn, model_name):
-        return []
     try:
-        return _reconcile_locked(conn, model_name, log)
-    finally:
-        conn.rollback()
-        with conn.cursor() as cur:
-            cur.execute("SELECT pg_advisory_unlock(hashtext(%s))", (_key(model_name),))
-        conn.commit()
+        with promotion_lock(conn, model_name, wait_seconds=0):
+            return _reconcile_locked(conn, model_name, log)
+    except PromotionBusy:
+        return []
 
 
 def _insert(

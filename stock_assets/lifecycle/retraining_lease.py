@@ -9,6 +9,7 @@ taken over; a live one refuses the newcomer with a message naming it.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import socket
 from collections.abc import Callable
@@ -52,6 +53,44 @@ def process_alive(host: str, pid: int) -> bool | None:
     return True
 
 
+def run_pid() -> int:
+    """The process that lives as long as the run: this one when steps run in process, the
+    run worker when each step is its child process (Dagster's multiprocess executor)."""
+    parent = multiprocessing.parent_process()
+    return parent.pid if parent is not None and parent.pid else os.getpid()
+
+
+def finished_in(instance: Any) -> Callable[[str], bool | None]:
+    """Whether a run of this Dagster instance has finished; None when the instance does not
+    know it (a run of another instance: a test's, a second state folder)."""
+
+    def finished(run_id: str) -> bool | None:
+        run = instance.get_run_by_id(run_id)
+        return None if run is None else run.is_finished
+
+    return finished
+
+
+def in_flight(lease: Lease, finished: Callable[[str], bool | None]) -> bool:
+    """A lease is live while its run works: its process is not known dead, and its run has
+    not finished (or, unknown to this instance, runs in another live process)."""
+    alive = process_alive(lease.host, lease.pid)
+    if alive is False:
+        return False
+    done = finished(lease.run_id)
+    if done is not None:
+        return not done
+    return alive is None or lease.pid != os.getpid()
+
+
+def busy(lease: Lease, model_name: str) -> RetrainingBusy:
+    return RetrainingBusy(
+        f"{lease.describe()} holds the retraining of {model_name}: one retraining at a time — "
+        "wait for it, or join its Optuna study with `stock-assets tune-worker --dataset-run "
+        f"{lease.dataset_run_id}`"
+    )
+
+
 def holder(conn: Any, model_name: str) -> Lease | None:
     with conn.cursor() as cur:
         ensure_table(cur, "retraining_lease", RETRAINING_LEASE_DDL)
@@ -70,11 +109,11 @@ def acquire(
     model_name: str,
     run_id: str,
     dataset_run_id: str,
-    in_flight: Callable[[Lease], bool],
+    finished: Callable[[str], bool | None],
     pid: int | None = None,
 ) -> Lease | None:
     """Take the lease for `run_id`; returns the stale lease it replaced, if any. Raises
-    RetrainingBusy when another run holds it and `in_flight` says that run still works."""
+    RetrainingBusy when another run holds it and still works."""
     with conn.cursor() as cur:
         ensure_table(cur, "retraining_lease", RETRAINING_LEASE_DDL)
         cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"retraining/{model_name}",))
@@ -85,19 +124,15 @@ def acquire(
         )
         row = cur.fetchone()
         previous = Lease(*row) if row else None
-        if previous is not None and previous.run_id != run_id and in_flight(previous):
+        if previous is not None and previous.run_id != run_id and in_flight(previous, finished):
             conn.rollback()
-            raise RetrainingBusy(
-                f"{previous.describe()} holds the retraining of {model_name}: one retraining "
-                "at a time — wait for it, or join its Optuna study with `stock-assets "
-                f"tune-worker --dataset-run {previous.dataset_run_id}`"
-            )
+            raise busy(previous, model_name)
         cur.execute(
             "INSERT INTO retraining_lease (model_name, run_id, dataset_run_id, host, pid) "
             "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (model_name) DO UPDATE SET "
             "run_id = EXCLUDED.run_id, dataset_run_id = EXCLUDED.dataset_run_id, "
             "host = EXCLUDED.host, pid = EXCLUDED.pid, taken_at = now()",
-            (model_name, run_id, dataset_run_id, socket.gethostname(), pid or os.getpid()),
+            (model_name, run_id, dataset_run_id, socket.gethostname(), pid or run_pid()),
         )
     conn.commit()
     return previous if previous is not None and previous.run_id != run_id else None
