@@ -272,6 +272,24 @@ def test_a_version_whose_stored_code_was_altered_is_refused_at_load(registry):
     assert len(tags["code_sha256"]) == 64  # the registry shows the pinned digest too
 
 
+def test_a_version_without_digests_loads_only_after_an_explicit_pin(registry):
+    from stock_assets.lifecycle.registry import pin_existing
+
+    name = _name()
+    version = _register(name, 0.03)
+    with PostgresResource().connect() as conn:
+        with conn.cursor() as cur:  # as a version registered before digests existed
+            cur.execute("DELETE FROM model_digests WHERE model_name = %s", (name,))
+        conn.commit()
+        with pytest.raises(UntrustedModel, match=f"pin --version {version}"):
+            load_version(conn, name, version)
+        pinned = pin_existing(conn, name, version)
+        assert load_version(conn, name, version)[1].half_width == 0.03
+        assert len(pinned.code) == 64
+        with pytest.raises(Exception, match="pinned already"):
+            pin_existing(conn, name, version)
+
+
 # --- runs: pinned version per run, one retraining at a time ---------------------------------
 
 
