@@ -322,9 +322,7 @@ def test_a_promotion_during_a_run_does_not_change_the_version_that_serves_it(
     defs = build_definitions(market, source=SYN, retraining={**TINY, "model_name": name})
     monkeypatch.setenv(FAILPOINT, f"serving.after_resolve=pause:{tmp_path}")
     day = "2019-07-01"
-    run = threading.Thread(
-        target=run_range, args=(defs, DagsterInstance.ephemeral(), "daily_operations", day, day)
-    )
+    run = threading.Thread(target=_in_thread, args=(run_range, defs, "daily_operations", day, day))
     run.start()
     deadline = time.monotonic() + 120
     while not (tmp_path / "serving.after_resolve.reached").exists():
@@ -340,6 +338,12 @@ def test_a_promotion_during_a_run_does_not_change_the_version_that_serves_it(
     # the interval is v1's (half-width 0.01), not v2's (0.05): stamp and model agree
     assert np.allclose(np.log(rows["upper"] / rows["predicted_close"]), 0.01)
     assert production(name).version == v2
+
+
+def _in_thread(run, defs, *args, **kwargs):
+    """Run on an instance born and disposed in this thread (its SQLite handles stay here)."""
+    with DagsterInstance.ephemeral() as instance:
+        return run(defs, instance, *args, **kwargs)
 
 
 def _predictions(conn, day: str) -> pd.DataFrame:
@@ -393,7 +397,7 @@ def test_a_promotion_after_the_check_is_not_overwritten_by_production_model(
     outcome: list = []
     run = threading.Thread(
         target=lambda: outcome.append(
-            retrain(defs, DagsterInstance.ephemeral(), cutoff=CUTOFF, log_level="CRITICAL")
+            _in_thread(retrain, defs, cutoff=CUTOFF, log_level="CRITICAL")
         )
     )
     run.start()
