@@ -331,7 +331,9 @@ class Database:
                    max(trade_date) AS last_session, avg(abs_error) AS mae,
                    avg(pct_error) AS mape_pct, avg(naive_abs_error) AS naive_mae,
                    avg(direction_hit::int) AS direction_accuracy,
-                   avg(interval_hit::int) AS coverage_80
+                   avg(interval_hit::int) AS coverage_80,
+                   100 * avg(ln(upper / lower) + 10 * (greatest(ln(lower / actual_close), 0)
+                       + greatest(ln(actual_close / upper), 0))) AS interval_score_pct
             FROM performance_log
             WHERE NOT in_sample {only} AND trade_date IN (SELECT trade_date FROM sessions)
             GROUP BY GROUPING SETS ((ticker), ())

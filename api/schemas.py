@@ -134,6 +134,16 @@ class Scores(BaseModel):
     skill: float | None
     direction_accuracy: float | None
     coverage_80: float | None
+    coverage_80_band: list[float] | None = Field(
+        None,
+        description="95 % range of the coverage an exact 80 % interval shows on this many "
+        "predictions: coverage outside it is miscalibration, not luck",
+    )
+    interval_score_pct: float | None = Field(
+        None,
+        description="mean Winkler interval score (α = 0.2) in per cent of the price: width plus "
+        "10 × the distance by which the close fell outside; lower is better",
+    )
 
 
 class TickerScores(Scores):

@@ -16,6 +16,7 @@ from api.cache import VersionedCache
 from api.db import Database
 from api.registry import RegistryReader, RegistryUnavailable
 from stock_assets.market.calendars import last_closed_session
+from stock_assets.ml.conformal import coverage_band
 from stock_assets.settings import (
     ApiSettings,
     MarketSettings,
@@ -75,9 +76,12 @@ def _scores(row: dict[str, Any] | None) -> dict[str, Any]:
             "skill": None,
             "direction_accuracy": None,
             "coverage_80": None,
+            "coverage_80_band": None,
+            "interval_score_pct": None,
         }
     out = {k: row[k] for k in row if k != "ticker"}
     out["skill"] = _skill(row["mae"], row["naive_mae"])
+    out["coverage_80_band"] = list(coverage_band(int(row["predictions"])))
     return out
 
 

@@ -75,7 +75,9 @@ function renderSkill(overall, mine, ticker) {
   el.textContent = skill === null ? "–" : `${skill >= 0 ? "+" : ""}${(100 * skill).toFixed(2)} %`;
   el.className = `big ${skill > 0 ? "up" : skill < 0 ? "down" : ""}`;
   document.getElementById("skill-detail").textContent =
-    `MAE ${fmt(overall.mae)} vs naive ${fmt(overall.naive_mae)} · coverage ${pct(overall.coverage_80, 0)} · ${overall.predictions} predictions`;
+    `MAE ${fmt(overall.mae)} vs naive ${fmt(overall.naive_mae)} · 80 % coverage ${pct(overall.coverage_80, 0)}` +
+    (overall.coverage_80_band ? ` (exact: ${pct(overall.coverage_80_band[0], 0)}–${pct(overall.coverage_80_band[1], 0)})` : "") +
+    ` · interval score ${overall.interval_score_pct === null ? "–" : overall.interval_score_pct.toFixed(2) + " %"} · ${overall.predictions} predictions`;
   document.getElementById("skill-ticker").textContent = mine
     ? `${ticker}: skill ${pct(mine.skill)} · MAE ${fmt(mine.mae)} vs naive ${fmt(mine.naive_mae)}`
     : `${ticker}: not scored yet`;

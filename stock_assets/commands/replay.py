@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from dagster import DagsterInstance, Definitions, SensorResult, build_sensor_context
 from dagster._core.storage.tags import (
@@ -30,7 +31,10 @@ from dagster._core.storage.tags import (
 from stock_assets.commands.retrain import execute_retraining
 from stock_assets.defs.resources import PostgresResource
 from stock_assets.defs.tags import CHECK_STEP, REASON_TAG
+from stock_assets.lifecycle.scoring import interval_score_pct
 from stock_assets.market.calendars import previous_session, sessions_between
+from stock_assets.ml.conformal import coverage_band
+from stock_assets.ml.metrics import regime_coverage
 from stock_assets.storage.prices import stored_span
 from stock_assets.storage.schema import REPLAY_PROGRESS_DDL
 from stock_assets.storage.writer import query_frame
@@ -49,6 +53,7 @@ class ReplaySummary:
     promotions: pd.DataFrame
     performance: pd.DataFrame  # session, rolling skill, MAPE, coverage
     chart: Path | None = None
+    intervals: dict = field(default_factory=dict)  # ml.metrics.regime_coverage + score
     resumed_from: int = 0
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
@@ -187,8 +192,9 @@ def summarize(sessions: list[dt.date], out_dir: Path) -> ReplaySummary:
         log = (
             query_frame(
                 conn,
-                "SELECT trade_date, abs_error, naive_abs_error, pct_error, interval_hit, "
-                "in_sample FROM performance_log WHERE trade_date = ANY(%s)",
+                "SELECT trade_date, ticker, abs_error, naive_abs_error, pct_error, interval_hit, "
+                "in_sample, last_close, lower, upper, actual_close FROM performance_log "
+                "WHERE trade_date = ANY(%s)",
                 (sessions,),
             )
             if have_log
@@ -197,7 +203,62 @@ def summarize(sessions: list[dt.date], out_dir: Path) -> ReplaySummary:
     retrainings = progress[progress["retraining"].notna()].reset_index(drop=True)
     performance = _daily_performance(log)
     chart = _chart(performance, retrainings, out_dir) if len(performance) else None
-    return ReplaySummary(len(sessions), retrainings, promotions, performance, chart)
+    intervals = _intervals(log)
+    if intervals.get("n"):
+        _interval_chart(log, out_dir)
+    return ReplaySummary(len(sessions), retrainings, promotions, performance, chart, intervals)
+
+
+def _intervals(log: pd.DataFrame) -> dict:
+    """Out-of-sample coverage overall, per volatility tercile and after the largest jump, and
+    the mean interval score."""
+    if log.empty:
+        return {}
+    oos = log[~log["in_sample"].astype(bool)]
+    rows = pd.DataFrame(
+        {
+            "trade_date": oos["trade_date"],
+            "ticker": oos["ticker"],
+            "hit": oos["interval_hit"].astype(bool),
+            "actual_return": np.log(oos["actual_close"].astype(float) / oos["last_close"]),
+        }
+    )
+    out = regime_coverage(rows)
+    if out.get("n"):
+        out["interval_score_pct"] = float(np.nanmean(interval_score_pct(oos)))
+        out["coverage_band"] = coverage_band(out["n"])
+    return out
+
+
+def _interval_chart(log: pd.DataFrame, out_dir: Path) -> Path:
+    """The interval band over actual closes (first ticker) and coverage per month."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    oos = log[~log["in_sample"].astype(bool)].sort_values("trade_date")
+    ticker = sorted(oos["ticker"].unique())[0]
+    one = oos[oos["ticker"] == ticker]
+    days = pd.to_datetime(one["trade_date"])
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6), dpi=90)
+    top.fill_between(days, one["lower"], one["upper"], alpha=0.3, label="80 % interval")
+    top.plot(days, one["actual_close"], "k.", markersize=3, label="actual close")
+    top.set_title(f"{ticker}: the interval made the session before, and the close")
+    top.legend(loc="upper left")
+    monthly = oos.groupby(pd.to_datetime(oos["trade_date"]).dt.to_period("M"))["interval_hit"]
+    coverage = monthly.mean()
+    bottom.bar(coverage.index.astype(str), coverage.to_numpy(), color="tab:blue")
+    bottom.axhline(0.8, color="red", linestyle="--", label="target 0.80")
+    bottom.set_ylim(0, 1)
+    bottom.set_ylabel("coverage per month")
+    bottom.legend(loc="lower left")
+    fig.autofmt_xdate()
+    path = out_dir / "replay_intervals.png"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, bbox_inches="tight")
+    plt.close(fig)
+    return path
 
 
 def _daily_performance(log: pd.DataFrame, window: int = 20) -> pd.DataFrame:
@@ -265,8 +326,22 @@ def format_summary(summary: ReplaySummary) -> str:
         lines.append("rolling metrics (every 10th session):")
         shown = summary.performance.iloc[::10]
         lines.append(shown.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    iv = summary.intervals
+    if iv.get("n"):
+        terciles = " / ".join(f"{c:.2f}" for c in iv["tercile_coverage"])
+        lines.append(
+            f"80 % interval coverage: {iv['coverage']:.3f} over {iv['n']} predictions (an exact "
+            f"interval shows {iv['coverage_band'][0]:.2f}–{iv['coverage_band'][1]:.2f} 95 % of "
+            f"the time); per volatility tercile (low/mid/high) {terciles}"
+        )
+        if "after_jump_coverage" in iv:
+            lines.append(
+                f"  first {iv['after_jump_sessions']} sessions from the largest volatility jump "
+                f"({iv['jump']}, ×{iv['jump_ratio']:.1f}): {iv['after_jump_coverage']:.3f}; "
+                f"mean interval score {iv['interval_score_pct']:.3f} %"
+            )
     if summary.chart:
-        lines.append(f"chart: {summary.chart}")
+        lines.append(f"charts: {summary.chart}, {summary.chart.parent / 'replay_intervals.png'}")
     return "\n".join(lines)
 
 

@@ -5,7 +5,18 @@ from __future__ import annotations
 import pandas as pd
 from dagster import MetadataValue
 
-METRIC_COLUMNS = ["mae", "rmse", "mape", "directional_accuracy", "skill"]
+METRIC_COLUMNS = [
+    "mae",
+    "rmse",
+    "mape",
+    "directional_accuracy",
+    "skill",
+    "coverage",
+    "coverage_band_low",
+    "coverage_band_high",
+    "interval_width_pct",
+    "interval_score_pct",
+]
 
 
 def frame_md(frame: pd.DataFrame, limit: int = 20) -> MetadataValue:

@@ -1,5 +1,11 @@
-"""The operations group: daily predictions with the production model, their scoring once the
-target session has closed, and the old system's JSON files.
+"""The operations group: daily predictions with the production model and the interval state
+they leave, their scoring once the target session has closed, and the old system's JSON files.
+
+`daily_predictions` and `interval_state` are one multi-asset: tomorrow's interval width depends
+on whether today's interval held (ACI), and today's on yesterday's, so the two are computed
+together, in date order, from the state stored for the day before the run. (Dagster's asset
+graph is acyclic; a separate state asset between performance_log and daily_predictions would
+close a cycle.)
 
 No `from __future__ import annotations` here: Dagster reads the context and resource hints.
 """
@@ -11,11 +17,14 @@ import pandas as pd
 from dagster import (
     AssetDep,
     AssetExecutionContext,
+    AssetSpec,
     BackfillPolicy,
     MaterializeResult,
     MetadataValue,
+    Output,
     TimeWindowPartitionMapping,
     asset,
+    multi_asset,
 )
 
 from stock_assets.defs.partitions import trading_days
@@ -34,9 +43,15 @@ from stock_assets.lifecycle.scoring import (
     score,
     summaries_by_session,
 )
-from stock_assets.market.calendars import next_sessions, sessions_among, sessions_between
+from stock_assets.market.calendars import (
+    next_sessions,
+    previous_session,
+    sessions_among,
+    sessions_between,
+)
+from stock_assets.ml.adaptive import STATE_COLUMNS, adapt, realized_returns
 from stock_assets.ml.charts import prediction_chart_markdown
-from stock_assets.ml.serving import serve
+from stock_assets.ml.serving import SERVED_BY_MODEL, SERVED_BY_NAIVE, serve
 from stock_assets.runtime import failpoints
 from stock_assets.storage import queries
 from stock_assets.storage.exports import export_predictions
@@ -44,6 +59,7 @@ from stock_assets.storage.prices import prices_until, stored_bars
 from stock_assets.storage.schema import (
     CORPORATE_ACTIONS,
     DAILY_PREDICTIONS,
+    INTERVAL_STATE,
     PERFORMANCE_COLUMNS,
     PERFORMANCE_LOG,
     PREDICTION_COLUMNS,
@@ -58,28 +74,50 @@ def _empty(columns: tuple[str, ...]) -> pd.DataFrame:
     return pd.DataFrame({c: [] for c in columns})
 
 
-@asset(
-    group_name=GROUP,
+_PRICES = [RAW_PRICES.name, CORPORATE_ACTIONS.name]
+_DAY_BEFORE = TimeWindowPartitionMapping(start_offset=-1, end_offset=-1)
+
+
+@multi_asset(
+    specs=[
+        AssetSpec(
+            DAILY_PREDICTIONS.name,
+            group_name=GROUP,
+            deps=[*_PRICES, AssetDep(INTERVAL_STATE.name, partition_mapping=_DAY_BEFORE)],
+            metadata=DAILY_PREDICTIONS.metadata(),
+            kinds={"mlflow", "postgres"},
+            description="After the close of D, the production model's prediction of the next "
+            "session's close with its 80 % interval, per ticker. Features start at each "
+            "ticker's first stored row, exactly as in training; the interval is prediction ± "
+            "q(αₜ)·σ̂ₜ, αₜ from interval_state.",
+        ).with_io_manager_key("postgres_io"),
+        AssetSpec(
+            INTERVAL_STATE.name,
+            group_name=GROUP,
+            deps=[*_PRICES, AssetDep(INTERVAL_STATE.name, partition_mapping=_DAY_BEFORE)],
+            metadata=INTERVAL_STATE.metadata(),
+            kinds={"postgres"},
+            description="Per ticker and session: the adapted miscoverage level αₜ (ACI) the "
+            "day's 80 % interval was drawn at, q(αₜ), the volatility forecast σ̂ and whether "
+            "the previous session's interval held. The next day's interval starts from it.",
+        ).with_io_manager_key("postgres_io"),
+    ],
     partitions_def=trading_days,
     backfill_policy=BackfillPolicy.single_run(),
-    deps=[RAW_PRICES.name, CORPORATE_ACTIONS.name],
-    io_manager_key="postgres_io",
-    metadata=DAILY_PREDICTIONS.metadata(),
-    kinds={"mlflow", "postgres"},
-    description="After the close of D, the production model's prediction of the next "
-    "session's close with its 80 % interval, per ticker. Features start at each ticker's "
-    "first stored row, exactly as in training.",
 )
 def daily_predictions(
     context: AssetExecutionContext,
     market: MarketResource,
     stocks_db: PostgresResource,
     registry: ModelRegistryResource,
-) -> pd.DataFrame:
+    operations: OperationsConfig,
+):
     sessions = sessions_among(context.partition_keys, market.exchange)
     if not sessions:
         context.log.info("no session in these partitions: nothing to predict")
-        return _empty(PREDICTION_COLUMNS)
+        yield Output(_empty(STATE_COLUMNS), output_name=INTERVAL_STATE.name)
+        yield Output(_empty(PREDICTION_COLUMNS), output_name=DAILY_PREDICTIONS.name)
+        return
     registry.setup()
     tickers = market.ticker_list()
     with stocks_db.connect() as conn:
@@ -92,19 +130,25 @@ def daily_predictions(
         failpoints.hit("serving.after_resolve")
         model, bundle = load_version(conn, registry.model_name, production.version)
         traded = stored_bars(conn, tickers, min(sessions), max(sessions))
+        seed = queries.interval_state_before(conn, min(sessions), tickers)
     calendar = sessions_between(prices["trade_date"].min(), max(sessions), market.exchange)
+    naive = naive_bundle(prices, tickers)
     served = serve(
-        bundle,
-        model.unwrap_python_model().net,
-        prices,
-        sessions,
-        calendar,
-        tickers,
-        naive=naive_bundle(prices, tickers),
+        bundle, model.unwrap_python_model().net, prices, sessions, calendar, tickers, naive
     )
-    preds = in_traded_basis(served.predictions, traded)  # each day's prices as they traded
-    targets = next_sessions(sessions, market.exchange)
     cutoff = dt.date.fromisoformat(bundle.cutoff) if bundle.cutoff else None
+    previous = {d: previous_session(d, market.exchange) for d in sessions}
+    adapted, state = adapt(
+        served.predictions,
+        {SERVED_BY_MODEL: bundle, SERVED_BY_NAIVE: naive},
+        realized_returns(prices),
+        seed,
+        previous,
+        operations.aci_gamma,
+        learn_after=cutoff,
+    )
+    preds = in_traded_basis(adapted, traded)  # each day's prices as they traded
+    targets = next_sessions(sessions, market.exchange)
     frame = prediction_rows(
         preds,
         targets,
@@ -121,8 +165,21 @@ def daily_predictions(
             note["served_by"] = (
                 f"naive fallback: the {bundle.kind} model needs every ticker and some are missing"
             )
-        context.add_asset_metadata(note, partition_key=key)
-    return frame
+        context.add_asset_metadata(note, asset_key=DAILY_PREDICTIONS.name, partition_key=key)
+        day = state[state["trade_date"] == dt.date.fromisoformat(key)]
+        context.add_asset_metadata(
+            {
+                "tickers": len(day),
+                "mean_alpha": float(day["alpha"].mean()) if len(day) else float("nan"),
+                "held_yesterday": int((day["covered"] == 1).sum()),
+                "missed_yesterday": int((day["covered"] == 0).sum()),
+                "aci_gamma": operations.aci_gamma,
+            },
+            asset_key=INTERVAL_STATE.name,
+            partition_key=key,
+        )
+    yield Output(state, output_name=INTERVAL_STATE.name)  # first: the graph's order
+    yield Output(frame, output_name=DAILY_PREDICTIONS.name)
 
 
 @asset(
@@ -132,10 +189,7 @@ def daily_predictions(
     deps=[
         RAW_PRICES.name,
         CORPORATE_ACTIONS.name,
-        AssetDep(
-            daily_predictions,
-            partition_mapping=TimeWindowPartitionMapping(start_offset=-1, end_offset=-1),
-        ),
+        AssetDep(DAILY_PREDICTIONS.name, partition_mapping=_DAY_BEFORE),
     ],
     io_manager_key="postgres_io",
     metadata=PERFORMANCE_LOG.metadata(),
@@ -183,7 +237,7 @@ def performance_log(
     group_name=GROUP,
     partitions_def=trading_days,
     backfill_policy=BackfillPolicy.single_run(),
-    deps=[daily_predictions],
+    deps=[DAILY_PREDICTIONS.name],
     kinds={"json"},
     description="The old system's files: historical/{date}.json per session and "
     "latest_predictions.json for the newest one, under the export folder.",

@@ -119,6 +119,7 @@ class RetrainingConfig(SectionResource):
     max_epochs: int
     correlation_threshold: float | None
     promotion_margin: float
+    promotion_dm_pvalue: float | None
     min_common_window: int
     validation: float
     calibration: float
@@ -143,6 +144,7 @@ class OperationsConfig(SectionResource):
     ingest_retry_seconds: int
     overlap_sessions: int
     max_missing_share: float
+    aci_gamma: float
 
 
 class PolicyConfig(SectionResource):
@@ -152,7 +154,7 @@ class PolicyConfig(SectionResource):
     skill_floor: float
     skill_sessions: int
     mape_ceiling: float
-    coverage_band: list[float]
+    coverage_significance: float
     min_scored: int
     stale_sessions: int
     cooldown_sessions: int

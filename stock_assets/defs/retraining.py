@@ -220,6 +220,7 @@ def candidate_model(
             "naive_equivalent": bool(fitted.table["model"]["naive_equivalent"]),
             "test_metrics": metrics_md(fitted.table),
             "coverage_80": float(fitted.table["model"]["coverage"]),
+            "interval_score_pct": float(fitted.table["model"]["interval_score_pct"]),
             "windows_per_second": round(fitted.result.windows_per_second, 1),
         }
     )
@@ -243,7 +244,8 @@ def candidate_model(
     blocking=True,
     description="Candidate and production scored on the part of the candidate's test "
     "window production never trained on; passes when the candidate's MAE beats "
-    "production's by the configured margin.",
+    "production's by the configured margin, its 80 % interval score is no worse, and (when "
+    "STOCK_ASSETS_PROMOTION_DM_PVALUE is set) its one-sided Diebold–Mariano p-value is below it.",
 )
 def beats_production(
     context: AssetCheckExecutionContext,
@@ -265,12 +267,14 @@ def beats_production(
             retraining.model_name,
             retraining.promotion_margin,
             retraining.min_common_window,
+            retraining.promotion_dm_pvalue,
         )
     return AssetCheckResult(
         passed=verdict.passed,
         severity=AssetCheckSeverity.ERROR,
         metadata={
             "reason": verdict.reason,
+            "decision": MetadataValue.md("\n".join(f"- {t}" for t in verdict.terms)),
             "window": verdict.window,
             "sessions": verdict.sessions,
             "production_version": verdict.production_version,

@@ -11,12 +11,13 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from stock_assets.lifecycle.journal import ensure_production
 from stock_assets.lifecycle.registry import load_version
 from stock_assets.ml.features import next_log_return
-from stock_assets.ml.metrics import compare
+from stock_assets.ml.metrics import compare, diebold_mariano
 from stock_assets.storage.prices import prices_until
 
 
@@ -29,12 +30,17 @@ class Verdict:
     production_version: str = ""
     candidate_version: str = ""
     table: dict[str, dict] = field(default_factory=dict)
+    terms: list[str] = field(default_factory=list)  # every term of the decision, ✓/✗
+    dm_pvalue: float | None = None  # one-sided: candidate's absolute errors below production's
 
 
-def _returns(model: Any, prices: pd.DataFrame, window: list[dt.date]) -> pd.Series:
+def _returns(model: Any, prices: pd.DataFrame, window: list[dt.date]) -> pd.DataFrame:
+    """Predicted return and 80 % interval (log return) per (as_of_date, ticker)."""
     preds = model.predict(prices)
     preds = preds[preds["as_of_date"].isin(window)]
-    return preds.set_index(["as_of_date", "ticker"])["predicted_return"]
+    return preds.set_index(["as_of_date", "ticker"])[
+        ["predicted_return", "lower_return", "upper_return"]
+    ]
 
 
 def common_window(
@@ -58,12 +64,51 @@ def mae_verdict(candidate_mae: float, production_mae: float, margin: float) -> t
     )
 
 
+def gate(
+    candidate: dict, production: dict, margin: float, dm_pvalue: float | None, max_p: float | None
+) -> tuple[bool, list[str]]:
+    """Pure: every term of the promotion decision on one window. The candidate must beat
+    production's MAE by the margin, have an interval score no worse than production's (by the
+    same margin), and —
+    when `max_p` is set — a one-sided Diebold–Mariano p-value below it. Returns the verdict and
+    one line per term (✓/✗)."""
+    lines = []
+    ok_mae, why = mae_verdict(candidate["mae"], production["mae"], margin)
+    lines.append(f"{'✓' if ok_mae else '✗'} {why}")
+    cand_is, prod_is = candidate.get("interval_score_pct"), production.get("interval_score_pct")
+    if cand_is is None or prod_is is None:
+        ok_is = False
+        lines.append("✗ interval score unknown")
+    else:
+        bar = prod_is * (1 - margin)
+        ok_is = cand_is <= bar
+        lines.append(
+            f"{'✓' if ok_is else '✗'} candidate interval score {cand_is:.4f} "
+            f"{'≤' if ok_is else '>'} {bar:.4f} (production's {prod_is:.4f} × (1 − margin "
+            f"{margin}))"
+        )
+    ok_dm = True
+    if max_p is not None:
+        ok_dm = dm_pvalue is not None and dm_pvalue < max_p
+        lines.append(
+            f"{'✓' if ok_dm else '✗'} one-sided Diebold–Mariano p-value {dm_pvalue:.3f} "
+            f"{'<' if ok_dm else '≥'} {max_p}"
+        )
+    else:
+        lines.append(
+            f"· one-sided Diebold–Mariano p-value {dm_pvalue:.3f} (not required: "
+            "STOCK_ASSETS_PROMOTION_DM_PVALUE unset)"
+        )
+    return ok_mae and ok_is and ok_dm, lines
+
+
 def judge(
     conn: Any,
     candidate: pd.Series,
     model_name: str,
     promotion_margin: float,
     min_common_window: int,
+    promotion_dm_pvalue: float | None = None,
 ) -> Verdict:
     """Score a candidate_model row against production on their common window. Production is
     resolved once and loaded by version: the verdict names the version it actually scored."""
@@ -102,15 +147,31 @@ def judge(
     cand_ret = _returns(cand_model, prices, days)
     index = cand_ret.index.intersection(prod_ret.index).intersection(actual.index)
     close = prices.set_index(["trade_date", "ticker"])["close"].reindex(index).to_numpy()
-    cand = compare(cand_ret.reindex(index), actual.reindex(index), close, cand_bundle.half_width)
-    prod = compare(prod_ret.reindex(index), actual.reindex(index), close, prod_bundle.half_width)
+    truth = actual.reindex(index).to_numpy()
+    cand_rows, prod_rows = cand_ret.reindex(index), prod_ret.reindex(index)
+
+    def table(rows: pd.DataFrame) -> dict[str, dict]:
+        band = (rows["lower_return"].to_numpy(), rows["upper_return"].to_numpy())
+        return compare(rows["predicted_return"].to_numpy(), truth, close, {"model": band})
+
+    cand, prod = table(cand_rows), table(prod_rows)
     verdict.table = {
         f"candidate v{version}": cand["model"],
         f"production v{production.version} ({production.kind})": prod["model"],
         "naive": cand["naive"],
         "always_up": cand["always_up"],
     }
-    verdict.passed, verdict.reason = mae_verdict(
-        cand["model"]["mae"], prod["model"]["mae"], promotion_margin
+    price = close * np.exp(truth)
+    dm = diebold_mariano(
+        close * np.exp(cand_rows["predicted_return"].to_numpy()) - price,
+        close * np.exp(prod_rows["predicted_return"].to_numpy()) - price,
+        one_sided=True,
+    )
+    verdict.dm_pvalue = dm
+    verdict.passed, verdict.terms = gate(
+        cand["model"], prod["model"], promotion_margin, dm, promotion_dm_pvalue
+    )
+    verdict.reason = "; ".join(t[2:] for t in verdict.terms if t.startswith("✗")) or (
+        "; ".join(t[2:] for t in verdict.terms if t.startswith("✓"))
     )
     return verdict

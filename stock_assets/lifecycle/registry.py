@@ -17,7 +17,6 @@ import pandas as pd
 
 from stock_assets.ml.bundle import NAIVE, Bundle
 from stock_assets.ml.candidate import Candidate
-from stock_assets.ml.metrics import conformal_quantile
 from stock_assets.runtime.postgres import ready_server, redact
 from stock_assets.settings import Settings, load_settings
 from stock_assets.storage.schema import MODEL_DIGESTS_DDL
@@ -211,15 +210,35 @@ def production(model_name: str) -> Production | None:
 
 
 def naive_bundle(prices: pd.DataFrame, tickers: list[str]) -> Bundle:
-    """The naive model: tomorrow = today, 80 % interval from recent absolute returns."""
+    """The naive model: tomorrow = today; its 80 % interval is calibrated like a learned
+    model's, on the last NAIVE_RESIDUAL_SESSIONS returns scaled by the same causal σ̂."""
     import numpy as np
 
-    recent = []
-    for _, rows in prices.sort_values("trade_date").groupby("ticker"):
-        r = np.diff(np.log(rows["close"].to_numpy(float)))[-NAIVE_RESIDUAL_SESSIONS:]
-        recent.append(r)
-    half_width = conformal_quantile(np.concatenate(recent)) if recent else 0.02
-    return Bundle(kind=NAIVE, tickers=sorted(tickers), half_width=half_width)
+    from stock_assets.ml.conformal import TARGET_MISCOVERAGE, compact, quantile, scores
+    from stock_assets.ml.features import next_log_return
+    from stock_assets.ml.volatility import EWMA_LAMBDA, next_session_sigma
+
+    ordered = prices.sort_values(["ticker", "trade_date"], ignore_index=True)
+    frame = pd.DataFrame(
+        {
+            "ticker": ordered["ticker"],
+            "r": next_log_return(ordered).to_numpy(),  # the return after each row's close
+            "sigma": next_session_sigma(ordered).to_numpy(),  # σ̂ made at that close
+        }
+    ).dropna()
+    recent = frame.groupby("ticker").tail(NAIVE_RESIDUAL_SESSIONS)
+    residuals, scales = [recent["r"].to_numpy()], [recent["sigma"].to_numpy()]
+    if len(recent) == 0:
+        return Bundle(kind=NAIVE, tickers=sorted(tickers), half_width=0.02)
+    fitted = scores(np.concatenate(residuals), np.concatenate(scales))
+    q = float(quantile(fitted, TARGET_MISCOVERAGE))
+    return Bundle(
+        kind=NAIVE,
+        tickers=sorted(tickers),
+        half_width=float(q * np.nanmedian(np.concatenate(scales))),
+        scores=compact(fitted),
+        ewma_lambda=EWMA_LAMBDA,
+    )
 
 
 def register_naive(conn: Any, model_name: str, prices: pd.DataFrame) -> str:

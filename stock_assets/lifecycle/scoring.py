@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import datetime as dt
 
+import numpy as np
 import pandas as pd
 
+from stock_assets.ml.conformal import coverage_band, winkler
 from stock_assets.storage.schema import PERFORMANCE_COLUMNS
 
 
@@ -47,14 +49,16 @@ def score(predictions: pd.DataFrame, actual: pd.DataFrame) -> pd.DataFrame:
 
 
 def rolling_summary(rows: pd.DataFrame, sessions: list) -> dict[str, float | int]:
-    """MAE, MAPE, directional accuracy, skill vs naive and coverage over the given sessions,
-    out-of-sample rows only (in-sample predictions never count)."""
+    """MAE, MAPE, directional accuracy, skill vs naive, interval coverage (hits, and the 95 %
+    band an exact 80 % interval shows on as many rows) and interval score (per cent of the
+    price) over the given sessions, out-of-sample rows only (in-sample ones never count)."""
     window = rows[rows["trade_date"].isin(set(sessions)) & ~rows["in_sample"].astype(bool)]
     n = len(window)
     if n == 0:
         return {"n": 0, "sessions": 0}
     naive_mae = float(window["naive_abs_error"].mean())
     mae = float(window["abs_error"].mean())
+    low, high = coverage_band(n)
     return {
         "n": n,
         "sessions": int(window["trade_date"].nunique()),
@@ -63,7 +67,22 @@ def rolling_summary(rows: pd.DataFrame, sessions: list) -> dict[str, float | int
         "directional_accuracy": float(window["direction_hit"].mean()),
         "skill": float(1 - mae / naive_mae) if naive_mae > 0 else 0.0,
         "coverage": float(window["interval_hit"].mean()),
+        "hits": int(window["interval_hit"].sum()),
+        "coverage_band_low": low,
+        "coverage_band_high": high,
+        "interval_score_pct": float(np.nanmean(interval_score_pct(window))),
     }
+
+
+def interval_score_pct(rows: pd.DataFrame) -> np.ndarray:
+    """Winkler score (α = 0.2) of each scored row in log-return × 100, so tickers of any
+    price level add up."""
+    last = rows["last_close"].to_numpy(float)
+    return 100 * winkler(
+        np.log(rows["lower"].to_numpy(float) / last),
+        np.log(rows["upper"].to_numpy(float) / last),
+        np.log(rows["actual_close"].to_numpy(float) / last),
+    )
 
 
 def summaries_by_session(

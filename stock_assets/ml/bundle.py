@@ -1,9 +1,10 @@
 """A logged model that predicts from raw prices alone: naive or learned, one interface.
 
 The MLflow artifact holds everything serving needs — weights, scalers, feature list, tickers,
-sequence length, target scale and conformal half-width — so `models:/<name>@production` loaded
-from the registry alone turns a raw_prices frame into next-session predictions. Features are
-computed from the frame's first row, exactly as training computed them (train/serve skew).
+sequence length, target scale and the interval's calibration scores — so
+`models:/<name>@production` loaded from the registry alone turns a raw_prices frame into
+next-session predictions. Features are computed from the frame's first row, exactly as
+training computed them (train/serve skew).
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from stock_assets.ml.conformal import TARGET_MISCOVERAGE, quantile
 from stock_assets.ml.features import FEATURES, WARMUP, compute_features
+from stock_assets.ml.volatility import EWMA_LAMBDA, next_session_sigma
 
 NAIVE = "naive"
 OUTPUT_COLUMNS = (
@@ -29,6 +32,8 @@ OUTPUT_COLUMNS = (
     "predicted_close",
     "lower",
     "upper",
+    "sigma",
+    "alpha",
 )
 
 
@@ -36,7 +41,9 @@ OUTPUT_COLUMNS = (
 class Bundle:
     kind: str  # "naive" or an architecture from stock_assets.ml.networks
     tickers: list[str]
-    half_width: float  # conformal half-width of the 80 % interval, in log return
+    # typical half-width of the 80 % interval in log return; the whole interval for a model
+    # logged before volatility scaling (no `scores`), else the fallback where σ̂ is unknown
+    half_width: float
     seq_len: int = 1
     features: list[str] = field(default_factory=lambda: list(FEATURES))
     scalers: dict = field(default_factory=dict)
@@ -44,6 +51,9 @@ class Bundle:
     model_params: dict = field(default_factory=dict)
     cutoff: str | None = None  # last session the model trained or calibrated on
     dataset_run_id: str | None = None
+    # calibration scores |residual| / σ̂ (sorted, compacted): q(α) of the interval comes from them
+    scores: list[float] = field(default_factory=list)
+    ewma_lambda: float = EWMA_LAMBDA
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self), indent=1, sort_keys=True))
@@ -144,22 +154,42 @@ def predict_from_prices(
                 "predicted_return": pred.ravel().astype(float),
             }
         )
-    last = closes.reindex(pd.MultiIndex.from_frame(frame[["trade_date", "ticker"]])).to_numpy()
+    keys = pd.MultiIndex.from_frame(frame[["trade_date", "ticker"]])
+    last = closes.reindex(keys).to_numpy()
     r = frame["predicted_return"].to_numpy()
-    h = bundle.half_width
-    return pd.DataFrame(
+    sigma = next_session_sigma(prices, bundle.ewma_lambda).reindex(keys).to_numpy()
+    out = pd.DataFrame(
         {
             "as_of_date": frame["trade_date"].to_numpy(),
             "ticker": frame["ticker"].to_numpy(),
             "last_close": last,
             "predicted_return": r,
-            "lower_return": r - h,
-            "upper_return": r + h,
             "predicted_close": last * np.exp(r),
-            "lower": last * np.exp(r - h),
-            "upper": last * np.exp(r + h),
+            "sigma": sigma,
         }
     )
+    return with_interval(bundle, out, TARGET_MISCOVERAGE)
+
+
+def with_interval(bundle: Bundle, frame: pd.DataFrame, alpha) -> pd.DataFrame:
+    """Set the interval at miscoverage `alpha` (scalar or per row): prediction ± q(α)·σ̂ in log
+    return, then prices. A model without calibration scores keeps its constant half-width."""
+    r = frame["predicted_return"].to_numpy(float)
+    alpha = np.broadcast_to(np.asarray(alpha, float), r.shape)
+    if bundle.scores:
+        half = quantile(bundle.scores, alpha) * frame["sigma"].to_numpy(float)
+        half = np.where(np.isnan(half), bundle.half_width, half)
+    else:
+        half = np.full(r.shape, bundle.half_width)
+    last = frame["last_close"].to_numpy(float)
+    out = frame.assign(
+        alpha=alpha,
+        lower_return=r - half,
+        upper_return=r + half,
+        lower=last * np.exp(r - half),
+        upper=last * np.exp(r + half),
+    )
+    return out[list(OUTPUT_COLUMNS)]
 
 
 def _full_grid(frame: pd.DataFrame, tickers: list[str]) -> pd.DataFrame:

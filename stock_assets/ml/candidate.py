@@ -12,9 +12,11 @@ import numpy as np
 import pandas as pd
 
 from stock_assets.ml.bundle import Bundle
+from stock_assets.ml.conformal import TARGET_MISCOVERAGE, compact, gaussian_z, quantile, scores
 from stock_assets.ml.dataset import build_panel, scaled_frame
-from stock_assets.ml.metrics import compare, conformal_quantile
+from stock_assets.ml.metrics import compare
 from stock_assets.ml.training import TrainConfig, TrainResult, predict_returns, train
+from stock_assets.ml.volatility import EWMA_LAMBDA, panel_garch, panel_sigma
 from stock_assets.settings import RetrainingSettings
 
 
@@ -60,19 +62,25 @@ def fit_candidate(
     def predict(name: str) -> np.ndarray:
         return predict_returns(result.model, panel, ends[name], config.seq_len, target_scale)
 
-    half_width = conformal_quantile(panel.y[ends["calibration"]] - predict("calibration"))
-    test = ends["test"]
+    sigma = panel_sigma(panel.close, EWMA_LAMBDA)
+    cal, test = ends["calibration"], ends["test"]
+    cal_scores = scores(panel.y[cal] - predict("calibration"), sigma[cal])
+    q = float(quantile(cal_scores, TARGET_MISCOVERAGE))
+    drift = float(train_rows["target"].mean())
+    pred = predict("test")
     table = compare(
-        predict("test"),
+        pred,
         panel.y[test],
         panel.close[test],
-        half_width,
-        drift=float(train_rows["target"].mean()),
+        split_intervals(panel, cal, test, sigma, pred, q, drift),
+        drift=drift,
     )
     bundle = Bundle(
         kind=config.arch,
         tickers=tickers,
-        half_width=half_width,
+        half_width=float(q * np.nanmedian(sigma[cal])),
+        scores=compact(cal_scores),
+        ewma_lambda=EWMA_LAMBDA,
         seq_len=config.seq_len,
         features=features,
         scalers=params,
@@ -82,3 +90,21 @@ def fit_candidate(
         dataset_run_id=key,
     )
     return Candidate(bundle, result.model, config, table, panel.dates[test], result)
+
+
+def split_intervals(
+    panel, cal: np.ndarray, test: np.ndarray, sigma: np.ndarray, pred, q: float, drift: float
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """80 % intervals on the test split (log return) for the table's rows: the model's
+    (EWMA-scaled, q from calibration), naive's and always-up's (the same machinery around 0 and
+    the drift), and the GARCH(1,1) naive baseline (Gaussian, fitted on train)."""
+    s = sigma[test]
+    q_naive = float(quantile(scores(panel.y[cal], sigma[cal]), TARGET_MISCOVERAGE))
+    train_end = int(np.flatnonzero(panel.split == "train").max()) + 1
+    garch = panel_garch(panel.close, train_end)[test] * gaussian_z()
+    return {
+        "model": (pred - q * s, pred + q * s),
+        "naive": (-q_naive * s, q_naive * s),
+        "always_up": (drift - q_naive * s, drift + q_naive * s),
+        "garch_naive": (-garch, garch),
+    }

@@ -12,6 +12,7 @@ from stock_assets.market.adjust import in_previous_basis
 from stock_assets.storage.schema import (
     CORPORATE_ACTIONS,
     DAILY_PREDICTIONS,
+    INTERVAL_STATE,
     PERFORMANCE_COLUMNS,
     PERFORMANCE_LOG,
     RAW_PRICES,
@@ -74,4 +75,17 @@ def performance_between(conn: Any, first: dt.date, before: dt.date) -> pd.DataFr
         conn,
         "SELECT * FROM performance_log WHERE trade_date >= %s AND trade_date < %s",
         (first, before),
+    )
+
+
+def interval_state_before(conn: Any, day: dt.date, tickers: Sequence[str]) -> pd.DataFrame:
+    """Each ticker's newest interval_state row before `day`: where a run starting that day
+    picks up the adaptation (empty before the first run)."""
+    if not table_exists(conn, INTERVAL_STATE.name):
+        return pd.DataFrame(columns=["trade_date", "ticker", "alpha", "lower_return"])
+    return query_frame(
+        conn,
+        "SELECT DISTINCT ON (ticker) * FROM interval_state WHERE trade_date < %s "
+        "AND ticker = ANY(%s) ORDER BY ticker, trade_date DESC",
+        (day, list(tickers)),
     )

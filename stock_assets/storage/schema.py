@@ -35,6 +35,7 @@ class AssetTable:
 RAW_PRICES = AssetTable("raw_prices", "trade_date", ("trade_date", "ticker"))  # as traded
 CORPORATE_ACTIONS = AssetTable("corporate_actions", "trade_date", ("trade_date", "ticker"))
 DAILY_PREDICTIONS = AssetTable("daily_predictions", "as_of_date", ("as_of_date", "ticker"))
+INTERVAL_STATE = AssetTable("interval_state", "trade_date", ("trade_date", "ticker"))
 PERFORMANCE_LOG = AssetTable("performance_log", "trade_date", ("trade_date", "ticker"))
 # one per dataset run (the retraining group)
 PROCESSED_FEATURES = AssetTable("processed_features", "dataset_run_id")

@@ -40,7 +40,7 @@ REGIME_DAY = dt.date(2019, 6, 3)
 START, END = dt.date(2016, 1, 4), dt.date(2019, 7, 31)
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 TICKERS = [f"SYN{i:03d}" for i in range(5)]
-DETECTION_SESSIONS = 12  # the sensor must fire within this many sessions of REGIME_DAY
+DETECTION_SESSIONS = 10  # the sensor must fire within this many sessions of REGIME_DAY
 
 
 def _market(wild: bool) -> SyntheticSource:
@@ -52,7 +52,13 @@ def _market(wild: bool) -> SyntheticSource:
 
 def _reset_tables(url: str) -> None:
     with psycopg2.connect(url) as conn, conn.cursor() as cur:
-        for table in ("raw_prices", "corporate_actions", "daily_predictions", "performance_log"):
+        for table in (
+            "raw_prices",
+            "corporate_actions",
+            "daily_predictions",
+            "interval_state",
+            "performance_log",
+        ):
             cur.execute(f"DROP TABLE IF EXISTS {table} CASCADE")
 
 
@@ -266,8 +272,8 @@ def test_staleness_rule(rules):
 
 
 def test_impossible_thresholds_fail_when_definitions_load():
-    with pytest.raises(ValueError, match=r"coverage band 0\.9–0\.5"):
-        build_definitions(thresholds=Thresholds(coverage_band=(0.9, 0.5)))
+    with pytest.raises(ValueError, match=r"coverage significance 1\.5 must be in \(0, 1\)"):
+        build_definitions(thresholds=Thresholds(coverage_significance=1.5))
 
 
 def test_in_sample_rows_never_count():
@@ -280,11 +286,19 @@ def test_in_sample_rows_never_count():
             "pct_error": [0.0, 0.0, 2.0, 2.0],
             "direction_hit": [True, True, False, False],
             "interval_hit": [True, True, False, True],
+            "last_close": [100.0] * 4,
+            "lower": [99.0] * 4,
+            "upper": [101.0] * 4,
+            "actual_close": [100.0, 100.0, 102.0, 100.0],
         }
     )
     summary = rolling_summary(rows, [dt.date(2019, 7, 1)])
     assert summary["n"] == 2 and summary["mae"] == 2.0 and summary["skill"] == -1.0
-    assert summary["coverage"] == 0.5
+    assert summary["coverage"] == 0.5 and summary["hits"] == 1
+    # Winkler in log-return %: widths ≈ 2 each, plus 2/0.2 × the miss of ≈ 0.99 on one row
+    width = 100 * (np.log(1.01) - np.log(0.99))
+    miss = 100 * (np.log(1.02) - np.log(1.01))
+    assert summary["interval_score_pct"] == pytest.approx(width + 10 * miss / 2)
     assert np.isfinite(summary["mape"])
 
 
@@ -302,7 +316,7 @@ def test_a_ticker_missing_its_session_is_not_predicted_and_is_marked(wild):
             instance=instance,
             partition_key="2019-07-31",
             run_config=QUIET,
-            asset_selection=[AssetKey("daily_predictions")],
+            asset_selection=[AssetKey("daily_predictions"), AssetKey("interval_state")],
         )
         assert result.success
         rows = query_frame(
@@ -310,7 +324,11 @@ def test_a_ticker_missing_its_session_is_not_predicted_and_is_marked(wild):
             "SELECT ticker FROM daily_predictions WHERE as_of_date = '2019-07-31' ORDER BY 1",
         )
         assert rows["ticker"].tolist() == ["SYN000", "SYN001", "SYN002", "SYN004"]
-        (materialization,) = result.asset_materializations_for_node("daily_predictions")
+        (materialization,) = [
+            m
+            for m in result.asset_materializations_for_node("daily_predictions")
+            if m.asset_key == AssetKey("daily_predictions")
+        ]
         assert materialization.metadata["missing_tickers"].value == {
             "SYN003": "no stored row that day"
         }
@@ -323,7 +341,7 @@ def test_a_ticker_missing_its_session_is_not_predicted_and_is_marked(wild):
             instance=instance,
             partition_key="2019-07-31",
             run_config=QUIET,
-            asset_selection=[AssetKey("daily_predictions")],
+            asset_selection=[AssetKey("daily_predictions"), AssetKey("interval_state")],
         )
     rows = query_frame(
         psycopg2.connect(url),

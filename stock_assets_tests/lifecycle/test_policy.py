@@ -100,3 +100,17 @@ def test_cursor_round_trip():
     state = PolicyState(storage_id=7, low_skill_streak=2, newest_session="2019-06-28")
     assert PolicyState.from_cursor(state.to_cursor()) == state
     assert PolicyState.from_cursor(None) == PolicyState()
+
+
+@pytest.mark.parametrize(
+    ("n", "hits", "fires"),
+    [(40, 32, False), (40, 25, False), (40, 22, True), (40, 39, True), (1000, 760, True)],
+)
+def test_coverage_rule_is_a_binomial_test_that_scales_with_the_window(n, hits, fires):
+    """25/40 (0.62) is within what an exact 80 % interval shows on 40 points at 1 %; 760/1000
+    (0.76) is not: the band narrows with the number of scored predictions."""
+    summary = {"n": n, "skill": 0.0, "mape": 1.0, "coverage": hits / n, "hits": hits}
+    decision, _ = _decide(_days(1, summary))
+    assert (decision.key is not None) is fires, decision.skip or decision.reason
+    if fires:
+        assert f"({hits}/{n})" in decision.reason and "binomial" in decision.reason

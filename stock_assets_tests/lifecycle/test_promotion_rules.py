@@ -7,7 +7,7 @@ import datetime as dt
 import pytest
 
 from stock_assets.lifecycle.history import Move, NothingToUndo, production_stack, undo_target
-from stock_assets.lifecycle.promotion import common_window, mae_verdict
+from stock_assets.lifecycle.promotion import common_window, gate, mae_verdict
 
 DAYS = [dt.date(2019, 1, d) for d in (2, 3, 4, 7, 8, 9, 10)]
 
@@ -62,3 +62,24 @@ def test_a_repeated_promotion_does_not_hide_the_version_before():
 def test_alias_moved_outside_the_journal_is_undone_to_the_journals_top():
     moves = _moves((None, "1", "bootstrap"), ("1", "2", "promote"))
     assert undo_target(moves, "5") == "2"
+
+
+PRODUCTION = {"mae": 10.0, "interval_score_pct": 5.0}
+
+
+def test_gate_refuses_better_mae_with_a_worse_interval_score():
+    passed, terms = gate({"mae": 9.0, "interval_score_pct": 5.2}, PRODUCTION, 0.0, 0.01, None)
+    assert not passed
+    assert terms[0].startswith("✓ candidate MAE 9.0000 < 10.0000")
+    assert terms[1] == (
+        "✗ candidate interval score 5.2000 > 5.0000 (production's 5.0000 × (1 − margin 0.0))"
+    )
+    assert "not required" in terms[2]
+
+
+def test_gate_with_the_dm_rule_on_refuses_a_noisy_win():
+    better = {"mae": 9.9, "interval_score_pct": 4.9}
+    assert gate(better, PRODUCTION, 0.0, 0.30, None)[0]  # rule off: MAE and score suffice
+    passed, terms = gate(better, PRODUCTION, 0.0, 0.30, 0.05)
+    assert not passed and terms[2] == "✗ one-sided Diebold–Mariano p-value 0.300 ≥ 0.05"
+    assert gate(better, PRODUCTION, 0.0, 0.01, 0.05)[0]

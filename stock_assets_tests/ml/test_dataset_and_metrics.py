@@ -7,8 +7,9 @@ import pandas as pd
 import pytest
 import torch
 
+from stock_assets.ml.conformal import quantile
 from stock_assets.ml.dataset import SplitConfig, assign_splits, build_panel, fit_scalers
-from stock_assets.ml.metrics import compare, conformal_quantile, diebold_mariano
+from stock_assets.ml.metrics import compare, diebold_mariano
 from stock_assets.ml.networks import ARCHITECTURES, Forecaster
 from stock_assets.ml.tuning import tuning_rows
 
@@ -89,18 +90,21 @@ def test_every_architecture_maps_sequences_to_one_return_per_ticker(arch):
 
 def test_conformal_quantile_is_the_finite_sample_rank():
     residuals = np.arange(1, 11, dtype=float)  # n = 10: ceil(11 * 0.8) = 9th smallest
-    assert conformal_quantile(residuals, 0.8) == 9.0
+    assert quantile(residuals, 0.2) == 9.0
 
 
 def test_compare_scores_naive_as_zero_skill_and_flags_naive_equivalent():
     rng = np.random.default_rng(1)
     actual = rng.normal(0, 0.01, 500)
     close = np.full(500, 100.0)
-    table = compare(np.zeros(500), actual, close, half_width=0.0128)
+    band = np.full(500, 0.0128)
+    table = compare(np.zeros(500), actual, close, {"model": (-band, band)})
     assert table["naive"]["skill"] == 0.0
     assert table["model"]["mae"] == pytest.approx(table["naive"]["mae"])
     assert table["model"]["naive_equivalent"] is True
     assert 0.7 < table["model"]["coverage"] < 0.9
+    low, high = table["model"]["coverage_band_low"], table["model"]["coverage_band_high"]
+    assert 0.76 < low < 0.8 < high < 0.84  # 95 % of an exact 80 % interval on 500 points
     oracle = compare(actual, actual, close)
     assert oracle["model"]["skill"] == pytest.approx(1.0)
     assert oracle["model"]["directional_accuracy"] == 1.0
