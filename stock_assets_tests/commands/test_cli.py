@@ -51,7 +51,7 @@ def test_env_then_dagster_cli_materializes_2018_idempotently(fresh_env):
         "SELECT ticker, count(*) FROM raw_prices GROUP BY ticker ORDER BY ticker"
     done
     dagster asset materialize -m "$M" \
-      --select daily_predictions,performance_log,prediction_exports \
+      --select daily_predictions,interval_state,performance_log,prediction_exports \
       --partition-range 2018-12-27...2018-12-31 >/dev/null 2>&1
       {psql} "$STOCK_ASSETS_DB_URL" -At -c \
         "SELECT as_of_date, target_date, count(*) FROM daily_predictions
