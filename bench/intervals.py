@@ -176,22 +176,11 @@ def report(title: str, results: dict[str, pd.DataFrame]) -> list[dict]:
 def main() -> int:
     sample = SampleSource()
     full = _frame(sample, ["^GSPC", "^IXIC"], dt.date(1999, 1, 4), dt.date(2018, 12, 31))
-    report(
-        "sample, Q4 2018 (2018-10-01 … 2018-12-31)",
-        run(
-            full[full["trade_date"] <= dt.date(2018, 12, 31)],
-            dt.date(2018, 10, 1),
-            dt.date(2018, 12, 31),
-        ),
-    )
-    report(
-        "sample, 2008-09-02 … 2009-06-30",
-        run(
-            full[full["trade_date"] <= dt.date(2009, 6, 30)],
-            dt.date(2008, 9, 2),
-            dt.date(2009, 6, 30),
-        ),
-    )
+    for start, end in (
+        (dt.date(2018, 10, 1), dt.date(2018, 12, 31)),
+        (dt.date(2008, 9, 2), dt.date(2009, 6, 30)),
+    ):
+        report(f"sample, {start} … {end}", run(full[full["trade_date"] <= end], start, end))
     synthetic = SyntheticSource(
         seed=11,
         n_tickers=5,
