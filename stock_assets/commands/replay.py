@@ -54,6 +54,7 @@ class ReplaySummary:
     performance: pd.DataFrame  # session, rolling skill, MAPE, coverage
     chart: Path | None = None
     intervals: dict = field(default_factory=dict)  # ml.metrics.regime_coverage + score
+    interval_chart: Path | None = None
     resumed_from: int = 0
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
@@ -204,9 +205,10 @@ def summarize(sessions: list[dt.date], out_dir: Path) -> ReplaySummary:
     performance = _daily_performance(log)
     chart = _chart(performance, retrainings, out_dir) if len(performance) else None
     intervals = _intervals(log)
-    if intervals.get("n"):
-        _interval_chart(log, out_dir)
-    return ReplaySummary(len(sessions), retrainings, promotions, performance, chart, intervals)
+    interval_chart = _interval_chart(log, out_dir) if intervals.get("n") else None
+    return ReplaySummary(
+        len(sessions), retrainings, promotions, performance, chart, intervals, interval_chart
+    )
 
 
 def _intervals(log: pd.DataFrame) -> dict:
@@ -340,8 +342,9 @@ def format_summary(summary: ReplaySummary) -> str:
                 f"({iv['jump']}, ×{iv['jump_ratio']:.1f}): {iv['after_jump_coverage']:.3f}; "
                 f"mean interval score {iv['interval_score_pct']:.3f} %"
             )
-    if summary.chart:
-        lines.append(f"charts: {summary.chart}, {summary.chart.parent / 'replay_intervals.png'}")
+    charts = [str(c) for c in (summary.chart, summary.interval_chart) if c]
+    if charts:
+        lines.append(f"charts: {', '.join(charts)}")
     return "\n".join(lines)
 
 

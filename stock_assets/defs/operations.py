@@ -132,15 +132,18 @@ def daily_predictions(
         traded = stored_bars(conn, tickers, min(sessions), max(sessions))
         seed = queries.interval_state_before(conn, min(sessions), tickers)
     calendar = sessions_between(prices["trade_date"].min(), max(sessions), market.exchange)
-    naive = naive_bundle(prices, tickers)
+    net = model.unwrap_python_model().net
     served = serve(
-        bundle, model.unwrap_python_model().net, prices, sessions, calendar, tickers, naive
+        bundle, net, prices, sessions, calendar, tickers, lambda: naive_bundle(prices, tickers)
     )
     cutoff = dt.date.fromisoformat(bundle.cutoff) if bundle.cutoff else None
     previous = {d: previous_session(d, market.exchange) for d in sessions}
+    bundles = {SERVED_BY_MODEL: bundle}
+    if served.naive is not None:
+        bundles[SERVED_BY_NAIVE] = served.naive
     adapted, state = adapt(
         served.predictions,
-        {SERVED_BY_MODEL: bundle, SERVED_BY_NAIVE: naive},
+        bundles,
         realized_returns(prices),
         seed,
         previous,

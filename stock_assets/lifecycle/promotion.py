@@ -69,9 +69,8 @@ def gate(
 ) -> tuple[bool, list[str]]:
     """Pure: every term of the promotion decision on one window. The candidate must beat
     production's MAE by the margin, have an interval score no worse than production's (by the
-    same margin), and —
-    when `max_p` is set — a one-sided Diebold–Mariano p-value below it. Returns the verdict and
-    one line per term (✓/✗)."""
+    same margin), and — when `max_p` is set — a one-sided Diebold–Mariano p-value below it.
+    Returns the verdict and one line per term (✓/✗)."""
     lines = []
     ok_mae, why = mae_verdict(candidate["mae"], production["mae"], margin)
     lines.append(f"{'✓' if ok_mae else '✗'} {why}")

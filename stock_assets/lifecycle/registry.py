@@ -17,6 +17,9 @@ import pandas as pd
 
 from stock_assets.ml.bundle import NAIVE, Bundle
 from stock_assets.ml.candidate import Candidate
+from stock_assets.ml.conformal import TARGET_MISCOVERAGE, compact, quantile, scores
+from stock_assets.ml.features import next_log_return
+from stock_assets.ml.volatility import EWMA_LAMBDA, next_session_sigma
 from stock_assets.runtime.postgres import ready_server, redact
 from stock_assets.settings import Settings, load_settings
 from stock_assets.storage.schema import MODEL_DIGESTS_DDL
@@ -212,12 +215,6 @@ def production(model_name: str) -> Production | None:
 def naive_bundle(prices: pd.DataFrame, tickers: list[str]) -> Bundle:
     """The naive model: tomorrow = today; its 80 % interval is calibrated like a learned
     model's, on the last NAIVE_RESIDUAL_SESSIONS returns scaled by the same causal σ̂."""
-    import numpy as np
-
-    from stock_assets.ml.conformal import TARGET_MISCOVERAGE, compact, quantile, scores
-    from stock_assets.ml.features import next_log_return
-    from stock_assets.ml.volatility import EWMA_LAMBDA, next_session_sigma
-
     ordered = prices.sort_values(["ticker", "trade_date"], ignore_index=True)
     frame = pd.DataFrame(
         {
@@ -227,15 +224,14 @@ def naive_bundle(prices: pd.DataFrame, tickers: list[str]) -> Bundle:
         }
     ).dropna()
     recent = frame.groupby("ticker").tail(NAIVE_RESIDUAL_SESSIONS)
-    residuals, scales = [recent["r"].to_numpy()], [recent["sigma"].to_numpy()]
     if len(recent) == 0:
         return Bundle(kind=NAIVE, tickers=sorted(tickers), half_width=0.02)
-    fitted = scores(np.concatenate(residuals), np.concatenate(scales))
+    fitted = scores(recent["r"].to_numpy(), recent["sigma"].to_numpy())
     q = float(quantile(fitted, TARGET_MISCOVERAGE))
     return Bundle(
         kind=NAIVE,
         tickers=sorted(tickers),
-        half_width=float(q * np.nanmedian(np.concatenate(scales))),
+        half_width=float(q * recent["sigma"].median()),
         scores=compact(fitted),
         ewma_lambda=EWMA_LAMBDA,
     )

@@ -5,7 +5,7 @@ and the naive fallback when a cross-ticker model cannot run without a missing ti
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,6 +23,7 @@ class Served:
     predictions: pd.DataFrame  # bundle OUTPUT_COLUMNS + served_by
     missing: pd.DataFrame  # as_of_date, ticker, reason: configured tickers not predicted
     fallback_days: list[dt.date]  # days served by the naive model for every ticker
+    naive: Bundle | None = None  # the fallback's bundle, when a day needed it
 
 
 def usable(
@@ -60,13 +61,14 @@ def serve(
     as_of: list[dt.date],
     sessions: Sequence[dt.date],
     tickers: Sequence[str],
-    naive: Bundle,
+    naive: Callable[[], Bundle],
 ) -> Served:
     """Predictions as of each day for every configured ticker the model can serve.
 
     A ticker without a row on each session the model reads is not predicted (and listed in
     `missing`). A cross-ticker model needs all its tickers: a day one of them lacks is served
-    by `naive` for every ticker, labelled `naive fallback`.
+    by `naive()` for every ticker, labelled `naive fallback` (built only then: calibrating it
+    reads every ticker's history).
     """
     learned = bundle.kind != NAIVE
     wanted = [t for t in tickers if not learned or t in bundle.tickers]
@@ -79,7 +81,7 @@ def serve(
         and bundle.model_params.get("arch") == CROSS_TICKER
         and not set(bundle.tickers) <= ok[d]
     ]
-    frames = []
+    frames, fallback_bundle = [], None
     model_days = [d for d in as_of if d not in fallback and ok[d]]
     if model_days:
         able = set().union(*(ok[d] for d in model_days))  # enough history to compute features
@@ -88,7 +90,10 @@ def serve(
         keep = [t in ok[d] for d, t in zip(preds["as_of_date"], preds["ticker"], strict=True)]
         frames.append(preds[keep].assign(served_by=SERVED_BY_MODEL))
     if fallback:
-        preds = predict_from_prices(naive, None, prices[prices["ticker"].isin(tickers)], fallback)
+        fallback_bundle = naive()
+        preds = predict_from_prices(
+            fallback_bundle, None, prices[prices["ticker"].isin(tickers)], fallback
+        )
         keep = [t in has_row[d] for d, t in zip(preds["as_of_date"], preds["ticker"], strict=True)]
         frames.append(preds[keep].assign(served_by=SERVED_BY_NAIVE))
     predictions = (
@@ -97,7 +102,8 @@ def serve(
         else pd.DataFrame(columns=[*OUTPUT_COLUMNS, "served_by"])
     )
     predictions = predictions.dropna(subset=["predicted_return", "last_close"])
-    return Served(predictions, _missing(predictions, as_of, tickers, bundle, has_row), fallback)
+    missing = _missing(predictions, as_of, tickers, bundle, has_row)
+    return Served(predictions, missing, fallback, fallback_bundle)
 
 
 def _missing(

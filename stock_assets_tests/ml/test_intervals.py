@@ -140,7 +140,7 @@ def test_adapt_moves_each_ticker_on_its_own_outcome_and_resumes_from_state():
             preds[preds["as_of_date"] == day], {"model": bundle}, realized, seed, previous, 0.05
         )
         parts.append(out)
-        seed = pd.concat([seed, st]).sort_values("trade_date").groupby("ticker").tail(1)
+        seed = pd.concat([f for f in (seed, st) if len(f)]).groupby("ticker").tail(1)
     pd.testing.assert_frame_equal(pd.concat(parts, ignore_index=True), whole.reset_index(drop=True))
 
 

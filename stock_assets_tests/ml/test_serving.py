@@ -55,7 +55,7 @@ def test_usable_needs_every_session_the_model_reads():
 
 def test_a_per_ticker_model_predicts_the_others_exactly_as_with_full_data():
     bundle, net = _bundle("lstm")
-    full = serve(bundle, net, _prices(), LAST3, SESSIONS, TICKERS, NAIVE_BUNDLE)
+    full = serve(bundle, net, _prices(), LAST3, SESSIONS, TICKERS, lambda: NAIVE_BUNDLE)
     gap = serve(
         bundle,
         net,
@@ -63,7 +63,7 @@ def test_a_per_ticker_model_predicts_the_others_exactly_as_with_full_data():
         LAST3,
         SESSIONS,
         TICKERS,
-        NAIVE_BUNDLE,
+        lambda: NAIVE_BUNDLE,
     )
     assert len(full.predictions) == 9 and full.missing.empty and not full.fallback_days
     assert len(gap.predictions) == 8 and set(gap.predictions["served_by"]) == {SERVED_BY_MODEL}
@@ -76,7 +76,7 @@ def test_a_per_ticker_model_predicts_the_others_exactly_as_with_full_data():
 def test_a_cross_ticker_model_falls_back_to_naive_for_every_ticker_on_a_gap_day():
     bundle, net = _bundle("lstm_cross")
     prices = _without(_prices(), TICKERS[2], LAST3[-1])
-    served = serve(bundle, net, prices, LAST3, SESSIONS, TICKERS, NAIVE_BUNDLE)
+    served = serve(bundle, net, prices, LAST3, SESSIONS, TICKERS, lambda: NAIVE_BUNDLE)
     assert served.fallback_days == [LAST3[-1]]
     last = served.predictions[served.predictions.as_of_date == LAST3[-1]]
     assert set(last["served_by"]) == {SERVED_BY_NAIVE} and len(last) == 2
@@ -88,7 +88,7 @@ def test_a_cross_ticker_model_falls_back_to_naive_for_every_ticker_on_a_gap_day(
 @pytest.mark.parametrize("missing_day", [0, 1])
 def test_the_naive_model_never_fills_a_missing_day(missing_day):
     prices = _without(_prices(), TICKERS[0], LAST3[missing_day])
-    served = serve(NAIVE_BUNDLE, None, prices, LAST3, SESSIONS, TICKERS, NAIVE_BUNDLE)
+    served = serve(NAIVE_BUNDLE, None, prices, LAST3, SESSIONS, TICKERS, lambda: NAIVE_BUNDLE)
     assert len(served.predictions) == 8
     assert served.missing.values.tolist() == [
         [LAST3[missing_day], TICKERS[0], "no stored row that day"]
