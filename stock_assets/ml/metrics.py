@@ -120,15 +120,18 @@ def regime_coverage(
     centred `window`-session standard deviation of each ticker's returns — known only after
     the fact, so it judges intervals without sharing their forecast. The jump is the session
     where the mean (over tickers) ratio of the next `window` sessions' volatility to the
-    previous `window`'s is largest.
+    previous `window`'s is largest, among sessions with at least half a window either side.
     """
     if rows.empty:
         return {"n": 0}
     frame = rows.sort_values(["ticker", "trade_date"]).reset_index(drop=True)
     grouped = frame.groupby("ticker")["actual_return"]
     frame["vol"] = grouped.transform(lambda r: r.rolling(window, center=True, min_periods=5).std())
-    before = grouped.transform(lambda r: r.rolling(window, min_periods=5).std().shift())
-    ahead = grouped.transform(lambda r: r[::-1].rolling(window, min_periods=5).std()[::-1])
+    # a jump needs half a window of evidence on each side: at the span's edges a few sessions
+    # make noisy ratios (Q4 2018's "jump" fell on its 6th-last session without this)
+    side = max(window // 2, 5)
+    before = grouped.transform(lambda r: r.rolling(window, min_periods=side).std().shift())
+    ahead = grouped.transform(lambda r: r[::-1].rolling(window, min_periods=side).std()[::-1])
     ratio = (ahead / before).groupby(frame["trade_date"]).mean().dropna()
     cuts = frame["vol"].quantile([1 / 3, 2 / 3]).to_numpy()
     tercile = np.digitize(frame["vol"].to_numpy(), cuts)
