@@ -255,6 +255,8 @@ class SliceWrite:
     frame: pd.DataFrame
     where: Slice
     primary_key: Sequence[str] | None = None
+    # columns (name, Postgres type) a table made before they existed gains in place, nullable
+    added: Sequence[tuple[str, str]] = ()
 
     def payload(self) -> tuple[dict[str, str], io.BytesIO | None]:
         """Column types and the COPY payload, built before any transaction opens."""
@@ -276,9 +278,10 @@ def replace_slice(
     where: Slice,
     primary_key: Sequence[str] | None = None,
     timeouts: Timeouts | None = None,
+    added: Sequence[tuple[str, str]] = (),
 ) -> int:
     """Replace `where`'s rows of `table` with `frame`, in one transaction. Returns rows written."""
-    return replace_slices(conn, [SliceWrite(table, frame, where, primary_key)], timeouts)
+    return replace_slices(conn, [SliceWrite(table, frame, where, primary_key, added)], timeouts)
 
 
 def replace_slices(
@@ -337,6 +340,16 @@ def _replace_in(
         return  # nothing stored, nothing to store; types unknown yet
     if columns is None:
         _create_table(cur, table, frame, write.primary_key, write.where.column)
+        columns = table_columns(cur, table)
+        assert columns is not None
+    grown = [(c, t) for c, t in write.added if c in typed and c not in columns]
+    for name, typ in grown:  # in this transaction: a failed write leaves the table as it was
+        cur.execute(
+            sql.SQL("ALTER TABLE {}.{} ADD COLUMN IF NOT EXISTS {} {}").format(
+                sql.Identifier(SCHEMA), sql.Identifier(table), sql.Identifier(name), sql.SQL(typ)
+            )
+        )
+    if grown:
         columns = table_columns(cur, table)
         assert columns is not None
     check_fits(table, frame, columns)

@@ -118,3 +118,31 @@ def test_key_slices_replace_only_their_keys(conn):
     back = read_slice(conn, "t_keys", Slice("run", keys=("r1",)))
     assert len(back) == 4 and (back["close"] == 5.0).all()
     assert len(read_slice(conn, "t_keys", Slice("run", keys=("r2",)))) == 6
+
+
+def test_declared_new_columns_are_added_in_place_and_only_with_the_write(conn):
+    """An older state's table gains a column the code added later (NULL in its old rows); an
+    undeclared extra column is still refused; a failed write adds nothing."""
+    replace_slice(conn, "t_grow", _frame(DAYS[:2]), _window(DAYS[0], DAYS[1]), PK)
+    added = (("band", "DOUBLE PRECISION"),)
+    broken = _frame(DAYS[2:4]).assign(band=np.nan)  # all NaN: typed by the declaration
+    broken = pd.concat([broken, broken.tail(1)], ignore_index=True)
+    with pytest.raises(SchemaMismatch, match="duplicate rows"):
+        replace_slice(conn, "t_grow", broken, _window(DAYS[2], DAYS[3]), PK, added=added)
+    assert "band" not in read_slice(conn, "t_grow", Slice()).columns
+    newer = _frame(DAYS[2:4]).assign(band=np.nan)
+    replace_slice(conn, "t_grow", newer, _window(DAYS[2], DAYS[3]), PK, added=added)
+    newest = _frame(DAYS[4:]).assign(band=2.5)
+    replace_slice(conn, "t_grow", newest, _window(DAYS[4], DAYS[4]), PK, added=added)
+    back = read_slice(conn, "t_grow", Slice(), order_by=PK)
+    assert back["band"].isna().sum() == 8 and (back["band"].dropna() == 2.5).all()
+    types = dict(
+        query(
+            conn.dsn,
+            "SELECT column_name, data_type FROM information_schema.columns "
+            "WHERE table_name = 't_grow'",
+        )
+    )
+    assert types["band"] == "double precision"
+    with pytest.raises(SchemaMismatch, match="not in the table: other"):
+        replace_slice(conn, "t_grow", newest.assign(other=1.0), _window(DAYS[4], DAYS[4]), PK)
