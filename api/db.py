@@ -32,11 +32,19 @@ _UNAVAILABLE = (
 )
 
 LISTEN_RETRY_SECONDS = 5.0
+# the naive baseline's own 80 % interval, over the rows that carry one (NULL in older rows)
+NAIVE_SCORES = """
+    avg(naive_interval_hit::int) AS naive_coverage_80,
+    100 * avg(ln(naive_upper / naive_lower)
+        + 10 * (greatest(ln(naive_lower / actual_close), 0)
+        + greatest(ln(actual_close / naive_upper), 0))) AS naive_interval_score_pct
+"""
+NO_NAIVE = "NULL::float8 AS naive_coverage_80, NULL::float8 AS naive_interval_score_pct"
 # what an answer shows of a prediction row: every stored column but the write time
 PREDICTION_COLUMNS = ", ".join(
     "p.model_version::text AS model_version" if c == "model_version" else f"p.{c}"
     for c in schema.PREDICTION_COLUMNS
-    if c != "created_at"
+    if c != "created_at" and c not in dict(schema.NAIVE_INTERVAL_COLUMNS)
 )
 
 
@@ -183,6 +191,18 @@ class Database:
             )
         return {r["relname"] for r in rows}
 
+    async def has_column(self, table: str, column: str) -> bool:
+        """Whether a table has a column yet (tables of older states gain some on a write)."""
+        async with self.connection() as conn:
+            return bool(
+                await conn.fetchval(
+                    "SELECT EXISTS (SELECT 1 FROM information_schema.columns WHERE "
+                    "table_schema = 'public' AND table_name = $1 AND column_name = $2)",
+                    table,
+                    column,
+                )
+            )
+
     async def _require(self, *names: str) -> set[str]:
         present = await self.tables()
         for name in names:
@@ -320,6 +340,9 @@ class Database:
         """Out-of-sample scores over the newest `window` scored sessions: per ticker, and overall
         (the row whose ticker is NULL)."""
         await self._require("performance_log")
+        naive = (
+            NAIVE_SCORES if await self.has_column("performance_log", "naive_lower") else NO_NAIVE
+        )
         only = "AND ticker = $2" if ticker else ""
         args: tuple[Any, ...] = (window, ticker) if ticker else (window,)
         query = f"""
@@ -333,7 +356,9 @@ class Database:
                    avg(direction_hit::int) AS direction_accuracy,
                    avg(interval_hit::int) AS coverage_80,
                    100 * avg(ln(upper / lower) + 10 * (greatest(ln(lower / actual_close), 0)
-                       + greatest(ln(actual_close / upper), 0))) AS interval_score_pct
+                       + greatest(ln(actual_close / upper), 0))) AS interval_score_pct,
+                   avg((actual_close > last_close)::int) AS always_up_direction_accuracy,
+                   {naive}
             FROM performance_log
             WHERE NOT in_sample {only} AND trade_date IN (SELECT trade_date FROM sessions)
             GROUP BY GROUPING SETS ((ticker), ())

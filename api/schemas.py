@@ -144,6 +144,17 @@ class Scores(BaseModel):
         description="mean Winkler interval score (α = 0.2) in per cent of the price: width plus "
         "10 × the distance by which the close fell outside; lower is better",
     )
+    naive_coverage_80: float | None = Field(
+        None,
+        description="coverage of the naive baseline's own 80 % interval (tomorrow = today ± "
+        "q·σ̂, q from its last year of scores, no adaptation) on the same predictions",
+    )
+    naive_interval_score_pct: float | None = Field(
+        None, description="the naive baseline's interval score: beat it to earn the interval"
+    )
+    always_up_direction_accuracy: float | None = Field(
+        None, description="share of sessions that closed up: the direction to beat"
+    )
 
 
 class TickerScores(Scores):

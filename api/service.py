@@ -78,6 +78,9 @@ def _scores(row: dict[str, Any] | None) -> dict[str, Any]:
             "coverage_80": None,
             "coverage_80_band": None,
             "interval_score_pct": None,
+            "naive_coverage_80": None,
+            "naive_interval_score_pct": None,
+            "always_up_direction_accuracy": None,
         }
     out = {k: row[k] for k in row if k != "ticker"}
     out["skill"] = _skill(row["mae"], row["naive_mae"])

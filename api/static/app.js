@@ -78,6 +78,9 @@ function renderSkill(overall, mine, ticker) {
     `MAE ${fmt(overall.mae)} vs naive ${fmt(overall.naive_mae)} · 80 % coverage ${pct(overall.coverage_80, 0)}` +
     (overall.coverage_80_band ? ` (exact: ${pct(overall.coverage_80_band[0], 0)}–${pct(overall.coverage_80_band[1], 0)})` : "") +
     ` · interval score ${overall.interval_score_pct === null ? "–" : overall.interval_score_pct.toFixed(2) + " %"} · ${overall.predictions} predictions`;
+  document.getElementById("skill-baselines").textContent =
+    `naive's own interval: coverage ${pct(overall.naive_coverage_80, 0)} · score ${fmt(overall.naive_interval_score_pct)} %` +
+    ` · direction: model ${pct(overall.direction_accuracy, 0)} vs always-up ${pct(overall.always_up_direction_accuracy, 0)}`;
   document.getElementById("skill-ticker").textContent = mine
     ? `${ticker}: skill ${pct(mine.skill)} · MAE ${fmt(mine.mae)} vs naive ${fmt(mine.naive_mae)}`
     : `${ticker}: not scored yet`;
@@ -138,6 +141,47 @@ function renderChart(ticker, prices, predictions, next) {
   }
 }
 
+// Out-of-sample coverage of the 80 % interval per target month, against the target line and
+// the 95 % band an exact interval shows on that many predictions (normal approximation).
+function renderCoverage(ticker, predictions) {
+  const svg = document.getElementById("coverage");
+  svg.replaceChildren();
+  document.getElementById("coverage-title").textContent = `${ticker}: 80 % interval coverage per month`;
+  const months = new Map();
+  for (const p of predictions) {
+    if (p.in_sample || p.actual_close === null || p.lower === null || p.upper === null) continue;
+    const m = p.target_date.slice(0, 7);
+    const agg = months.get(m) || { n: 0, hits: 0 };
+    agg.n += 1;
+    agg.hits += p.lower <= p.actual_close && p.actual_close <= p.upper ? 1 : 0;
+    months.set(m, agg);
+  }
+  const keys = [...months.keys()].sort();
+  const CW = 900, CH = 160, left = 56, bottom = 24, top = 8;
+  const y = (v) => top + (1 - v) * (CH - top - bottom);
+  for (const v of [0, 0.5, 0.8, 1]) {
+    svg.appendChild(el("line", { class: v === 0.8 ? "target" : "axis", x1: left, x2: CW - 16, y1: y(v), y2: y(v) }));
+    const label = el("text", { class: "tick", x: left - 6, y: y(v) + 4, "text-anchor": "end" });
+    label.textContent = `${Math.round(100 * v)} %`;
+    svg.appendChild(label);
+  }
+  const step = (CW - left - 16) / Math.max(keys.length, 1);
+  keys.forEach((m, i) => {
+    const { n, hits } = months.get(m);
+    const c = hits / n, sd = Math.sqrt(0.16 / n);
+    const x0 = left + i * step + step * 0.2, w = step * 0.6;
+    const ok = Math.abs(c - 0.8) <= 1.96 * sd;
+    const bar = el("rect", { class: ok ? "month" : "month off", x: x0, y: y(c), width: w, height: y(0) - y(c) });
+    const tip = el("title", {});
+    tip.textContent = `${m}: ${hits}/${n} covered (${(100 * c).toFixed(0)} %)`;
+    bar.appendChild(tip);
+    svg.appendChild(bar);
+    const label = el("text", { class: "tick", x: x0 + w / 2, y: CH - 6, "text-anchor": "middle" });
+    label.textContent = m;
+    svg.appendChild(label);
+  });
+}
+
 function daysBefore(iso, days) {
   const d = new Date(`${iso}T00:00:00Z`);
   d.setUTCDate(d.getUTCDate() - days);
@@ -162,6 +206,7 @@ async function select(ticker) {
     getJSON(`/tickers/${encodeURIComponent(ticker)}/predictions?${q}&page_size=1000`),
   ]);
   renderChart(ticker, prices.prices, history.predictions, next);
+  renderCoverage(ticker, history.predictions);
   document.body.dataset.ready = "1";
 }
 

@@ -50,6 +50,7 @@ from stock_assets.market.calendars import (
     sessions_between,
 )
 from stock_assets.ml.adaptive import STATE_COLUMNS, adapt, realized_returns
+from stock_assets.ml.baselines import naive_half_widths, with_naive_interval
 from stock_assets.ml.charts import prediction_chart_markdown
 from stock_assets.ml.serving import SERVED_BY_MODEL, SERVED_BY_NAIVE, serve
 from stock_assets.runtime import failpoints
@@ -150,6 +151,7 @@ def daily_predictions(
         operations.aci_gamma,
         learn_after=cutoff,
     )
+    adapted = with_naive_interval(adapted, naive_half_widths(prices, sessions))
     preds = in_traded_basis(adapted, traded)  # each day's prices as they traded
     targets = next_sessions(sessions, market.exchange)
     frame = prediction_rows(

@@ -11,6 +11,15 @@ import pandas as pd
 from stock_assets.ml.conformal import coverage_band, winkler
 from stock_assets.storage.schema import PERFORMANCE_COLUMNS
 
+NAIVE_BOUNDS = ("naive_lower", "naive_upper")
+
+
+def _column(frame: pd.DataFrame, name: str) -> np.ndarray:
+    """A float column, NaN throughout when the frame predates it."""
+    if name in frame.columns:
+        return frame[name].to_numpy(float)
+    return np.full(len(frame), np.nan)
+
 
 def score(predictions: pd.DataFrame, actual: pd.DataFrame) -> pd.DataFrame:
     """One row per prediction whose target_date has an actual close.
@@ -43,8 +52,13 @@ def score(predictions: pd.DataFrame, actual: pd.DataFrame) -> pd.DataFrame:
             "direction_hit": (predicted_move > 0) == (moved > 0),
             "interval_hit": (joined["actual_close"] >= joined["lower"])
             & (joined["actual_close"] <= joined["upper"]),
+            **{c: _column(joined, c) for c in NAIVE_BOUNDS},
         }
     )
+    # NaN where a row has no naive interval (older rows, a ticker's first year)
+    known = out["naive_lower"].notna() & out["naive_upper"].notna()
+    hit = (out["actual_close"] >= out["naive_lower"]) & (out["actual_close"] <= out["naive_upper"])
+    out["naive_interval_hit"] = hit.astype(object).where(known, None)
     return out[list(PERFORMANCE_COLUMNS)].sort_values(["trade_date", "ticker"], ignore_index=True)
 
 
@@ -71,7 +85,29 @@ def rolling_summary(rows: pd.DataFrame, sessions: list) -> dict[str, float | int
         "coverage_band_low": low,
         "coverage_band_high": high,
         "interval_score_pct": float(np.nanmean(interval_score_pct(window))),
+        **baseline_summary(window),
     }
+
+
+def baseline_summary(window: pd.DataFrame) -> dict[str, float | int]:
+    """The same figures for the baselines on the same rows: naive (MAE, its own 80 % interval:
+    coverage and score, over the rows that have one) and always-up (direction)."""
+    last = window["last_close"].to_numpy(float)
+    actual = window["actual_close"].to_numpy(float)
+    out: dict[str, float | int] = {
+        "naive_mae": float(window["naive_abs_error"].mean()),
+        "always_up_directional_accuracy": float(np.mean(actual > last)),
+    }
+    if "naive_interval_hit" not in window.columns:
+        return out
+    known = window["naive_lower"].notna().to_numpy() & window["naive_upper"].notna().to_numpy()
+    if known.any():
+        rows = window[known]
+        naive = rows.assign(lower=rows["naive_lower"], upper=rows["naive_upper"])
+        out["naive_n"] = int(known.sum())
+        out["naive_coverage"] = float(rows["naive_interval_hit"].astype(bool).mean())
+        out["naive_interval_score_pct"] = float(np.mean(interval_score_pct(naive)))
+    return out
 
 
 def interval_score_pct(rows: pd.DataFrame) -> np.ndarray:
@@ -125,6 +161,7 @@ def prediction_rows(
             "dataset_run_id": dataset_run_id or "",
             "in_sample": [cutoff is not None and d <= cutoff for d in preds["as_of_date"]],
             "served_by": preds["served_by"].to_numpy(),
+            **{c: _column(preds, c) for c in NAIVE_BOUNDS},
         }
     )
     frame["created_at"] = pd.Timestamp(dt.datetime.now(dt.UTC))
@@ -158,6 +195,8 @@ def in_traded_basis(preds: pd.DataFrame, traded: pd.DataFrame) -> pd.DataFrame:
     close = traded.set_index(["trade_date", "ticker"])["close"].astype(float)
     scale = close.reindex(keys).to_numpy() / preds["last_close"].to_numpy(float)
     out = preds.copy()
-    for col in ("last_close", "predicted_close", "lower", "upper"):
+    for col in ("last_close", "predicted_close", "lower", "upper", *NAIVE_BOUNDS):
+        if col not in preds.columns:
+            continue
         out[col] = preds[col].to_numpy(float) * scale
     return out

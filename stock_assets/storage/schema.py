@@ -23,20 +23,34 @@ class AssetTable:
     name: str
     partition_column: str | None
     primary_key: tuple[str, ...] = ()
+    # columns added after the table shipped, (name, Postgres type): an older state's table
+    # gains them on its next write (older rows hold NULL there)
+    added: tuple[tuple[str, str], ...] = ()
 
     def metadata(self) -> dict:
         """The IO manager reads these from the asset's definition metadata."""
         out: dict = {"partition_column": self.partition_column}
         if self.primary_key:
             out["primary_key"] = list(self.primary_key)
+        if self.added:
+            out["added_columns"] = {name: typ for name, typ in self.added}
         return out
 
 
 RAW_PRICES = AssetTable("raw_prices", "trade_date", ("trade_date", "ticker"))  # as traded
 CORPORATE_ACTIONS = AssetTable("corporate_actions", "trade_date", ("trade_date", "ticker"))
-DAILY_PREDICTIONS = AssetTable("daily_predictions", "as_of_date", ("as_of_date", "ticker"))
+# The naive baseline's 80 % interval (ml/baselines.py), scored next to the served one.
+NAIVE_INTERVAL_COLUMNS = (("naive_lower", "DOUBLE PRECISION"), ("naive_upper", "DOUBLE PRECISION"))
+DAILY_PREDICTIONS = AssetTable(
+    "daily_predictions", "as_of_date", ("as_of_date", "ticker"), NAIVE_INTERVAL_COLUMNS
+)
 INTERVAL_STATE = AssetTable("interval_state", "trade_date", ("trade_date", "ticker"))
-PERFORMANCE_LOG = AssetTable("performance_log", "trade_date", ("trade_date", "ticker"))
+PERFORMANCE_LOG = AssetTable(
+    "performance_log",
+    "trade_date",
+    ("trade_date", "ticker"),
+    (*NAIVE_INTERVAL_COLUMNS, ("naive_interval_hit", "BOOLEAN")),
+)
 # one per dataset run (the retraining group)
 PROCESSED_FEATURES = AssetTable("processed_features", "dataset_run_id")
 SCALERS = AssetTable("scalers", "dataset_run_id")
@@ -98,6 +112,8 @@ PREDICTION_COLUMNS: tuple[str, ...] = (
     "in_sample",
     "created_at",
     "served_by",
+    "naive_lower",
+    "naive_upper",
 )
 
 PERFORMANCE_COLUMNS: tuple[str, ...] = (
@@ -116,6 +132,9 @@ PERFORMANCE_COLUMNS: tuple[str, ...] = (
     "naive_abs_error",
     "direction_hit",
     "interval_hit",
+    "naive_lower",
+    "naive_upper",
+    "naive_interval_hit",
 )
 
 # Tables written outside the IO manager, created on first use.

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import mlflow
+import numpy as np
 import psycopg2
 import pytest
 from dagster import DagsterInstance
@@ -242,6 +243,22 @@ def test_performance_matches_the_performance_log(api, seeded):
         1 - recent["abs_error"].mean() / recent["naive_abs_error"].mean()
     )
     assert overall["coverage_80"] == pytest.approx(recent["interval_hit"].mean())
+    # the baselines on the same rows: naive's own interval, and always-up's direction
+    assert (
+        recent["naive_lower"].notna().all()
+        and (recent["naive_lower"] < recent["naive_upper"]).all()
+    )
+    held = (recent["naive_lower"] <= recent["actual_close"]) & (
+        recent["actual_close"] <= recent["naive_upper"]
+    )
+    assert (recent["naive_interval_hit"] == held).all()
+    assert overall["naive_coverage_80"] == pytest.approx(held.mean())
+    last, actual = recent["last_close"], recent["actual_close"]
+    lo, hi = np.log(recent["naive_lower"] / last), np.log(recent["naive_upper"] / last)
+    move = np.log(actual / last)
+    naive_score = 100 * ((hi - lo) + 10 * ((lo - move).clip(lower=0) + (move - hi).clip(lower=0)))
+    assert overall["naive_interval_score_pct"] == pytest.approx(naive_score.mean())
+    assert overall["always_up_direction_accuracy"] == pytest.approx((actual > last).mean())
     assert [t["ticker"] for t in body["tickers"]] == TICKERS
     mine = _ok(api.get("/performance", params={"window": 5, "ticker": "SYN001"}))
     assert mine["overall"]["predictions"] == 5
@@ -440,6 +457,9 @@ def test_dashboard_renders_offline_in_chromium(api, seeded):
         band = page.locator("#chart polygon.band").count()
         next_close = page.inner_text("#next-close")
         skill = page.inner_text("#skill-value")
+        baselines = page.inner_text("#skill-baselines")
+        months = page.locator("#coverage rect.month").count()
+        tips = page.locator("#coverage rect.month title").all_text_contents()
         options = page.locator("#ticker option").all_inner_texts()
         page.select_option("#ticker", "SYN002")
         page.wait_for_selector("body[data-ready='1']", timeout=30_000)
@@ -453,6 +473,21 @@ def test_dashboard_renders_offline_in_chromium(api, seeded):
     assert next_close == f"{latest[0]['predicted_close']:.2f}"
     assert len(actual_points) > 100 and band == 1  # ~180 days of closes, one interval band
     assert skill.endswith("%")
+    perf = _ok(api.get("/performance"))["overall"]
+    assert f"coverage {100 * perf['naive_coverage_80']:.0f} %" in baselines
+    assert f"always-up {100 * perf['always_up_direction_accuracy']:.0f} %" in baselines
+    # one bar per target month of the first ticker's out-of-sample history, counts as stored
+    end = dt.date.fromisoformat(latest[0]["as_of_date"])
+    window = {"start": str(end - dt.timedelta(days=180)), "end": str(end), "page_size": 1000}
+    history = _ok(api.get(f"/tickers/{TICKERS[0]}/predictions", params=window))
+    scored = [p for p in history["predictions"] if not p["in_sample"] and p["actual_close"]]
+    by_month: dict[str, list[bool]] = {}
+    for p in scored:
+        held = p["lower"] <= p["actual_close"] <= p["upper"]
+        by_month.setdefault(p["target_date"][:7], []).append(held)
+    assert months == len(by_month) > 0
+    first = sorted(by_month)[0]
+    assert tips[0].startswith(f"{first}: {sum(by_month[first])}/{len(by_month[first])} covered")
     assert title.startswith("SYN002")
     origin = str(api.base_url)
     assert requested and all(u.startswith(origin) or u.startswith("data:") for u in requested)

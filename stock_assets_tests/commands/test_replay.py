@@ -97,6 +97,9 @@ def test_regime_change_triggers_a_recorded_retraining(isolated, monkeypatch, tmp
     iv = summary.intervals
     assert iv["n"] > 50 and 0 < iv["coverage"] <= 1 and len(iv["tercile_coverage"]) == 3
     assert "80 % interval coverage" in format_summary(summary)
+    base = iv["baselines"]  # naive's own interval on the same rows (3 years of history)
+    assert base["naive_n"] == iv["n"] and 0.5 < base["naive_coverage"] <= 1
+    assert "naive baseline's own interval" in format_summary(summary)
     with PostgresResource().connect() as conn:
         runs = query_frame(conn, "SELECT dataset_run_id, reason FROM dataset_runs")
     assert first.retraining in set(runs["dataset_run_id"])

@@ -300,6 +300,18 @@ def test_in_sample_rows_never_count():
     miss = 100 * (np.log(1.02) - np.log(1.01))
     assert summary["interval_score_pct"] == pytest.approx(width + 10 * miss / 2)
     assert np.isfinite(summary["mape"])
+    # baselines on the same rows: always-up's direction; naive has no interval on older rows
+    assert summary["always_up_directional_accuracy"] == 0.5 and "naive_coverage" not in summary
+    banded = rows.assign(
+        naive_lower=[99.5, 99.5, 99.5, np.nan],
+        naive_upper=[100.5, 100.5, 103.0, np.nan],
+        naive_interval_hit=[True, True, True, None],
+    )
+    summary = rolling_summary(banded, [dt.date(2019, 7, 1)])
+    assert summary["naive_n"] == 1 and summary["naive_coverage"] == 1.0
+    assert summary["naive_interval_score_pct"] == pytest.approx(
+        100 * (np.log(1.03) - np.log(0.995))
+    )
 
 
 def test_a_ticker_missing_its_session_is_not_predicted_and_is_marked(wild):
