@@ -25,21 +25,26 @@ def ewma_sigma(returns: np.ndarray, lam: float = EWMA_LAMBDA) -> np.ndarray:
     """σ̂ for the session after each return (same length). NaN returns leave σ̂ unchanged.
 
     Before any return is seen the forecast is NaN; the first few use the running mean square.
+    The recursion runs as a linear filter (scipy's lfilter), not a Python loop: the daily cycle
+    computes it over every ticker's whole history.
     """
+    from scipy.signal import lfilter
+
     r = np.asarray(returns, dtype=float)
     out = np.full(len(r), np.nan)
-    var, seen, total = np.nan, 0, 0.0
-    warm = round(1 / (1 - lam))  # 10 sessions at λ = 0.90
-    for t, x in enumerate(r):
-        if not np.isnan(x):
-            seen += 1
-            if seen <= warm:
-                total += x * x
-                var = total / seen
-            else:
-                var = lam * var + (1 - lam) * x * x
-        if seen:
-            out[t] = max(np.sqrt(var), FLOOR)
+    valid = ~np.isnan(r)
+    sq = r[valid] ** 2
+    if not len(sq):
+        return out
+    warm = min(round(1 / (1 - lam)), len(sq))  # 10 sessions at λ = 0.90
+    var = np.empty(len(sq))
+    var[:warm] = np.cumsum(sq[:warm]) / np.arange(1, warm + 1)
+    if len(sq) > warm:  # v_t = λ·v_(t-1) + (1 − λ)·r_t², from the warm-up's last value
+        var[warm:], _ = lfilter([1 - lam], [1, -lam], sq[warm:], zi=[lam * var[warm - 1]])
+    sigma = np.maximum(np.sqrt(var), FLOOR)
+    last = np.cumsum(valid) - 1  # each row's newest valid return (-1: none yet)
+    seen = last >= 0
+    out[seen] = sigma[last[seen]]
     return out
 
 

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from stock_assets.ml.adaptive import adapt, realized_returns
+from stock_assets.ml.baselines import NAIVE_WINDOW, naive_half_widths, with_naive_interval
 from stock_assets.ml.bundle import NAIVE, Bundle, with_interval
 from stock_assets.ml.conformal import (
     TARGET_MISCOVERAGE,
@@ -146,3 +147,52 @@ def test_adapt_moves_each_ticker_on_its_own_outcome_and_resumes_from_state():
 
 def state_seed() -> pd.DataFrame:
     return pd.DataFrame(columns=["trade_date", "ticker", "alpha", "lower_return", "upper_return"])
+
+
+def test_naive_baseline_interval_is_causal_and_covers():
+    """The naive baseline's q on day t uses returns known at t's close only (a prefix gives the
+    same half-widths), needs a full window, and its interval covers ~80 % out of sample."""
+    n = 900
+    days = list(pd.bdate_range("2015-01-01", periods=n).date)
+    r = _garch_returns(n, seed=5)
+    prices = pd.DataFrame({"trade_date": days, "ticker": "A", "close": 100 * np.exp(np.cumsum(r))})
+    full = naive_half_widths(prices, days)
+    assert full.iloc[:NAIVE_WINDOW].isna().all() and full.iloc[NAIVE_WINDOW + 1 :].notna().all()
+    for cut in (400, 700):
+        prefix = naive_half_widths(prices.iloc[:cut], days[:cut])
+        np.testing.assert_allclose(prefix.to_numpy(), full.to_numpy()[:cut], rtol=1e-12)
+    one_day = naive_half_widths(prices, [days[600]])
+    assert one_day.iloc[0] == full.iloc[600]
+    preds = pd.DataFrame(
+        {"as_of_date": days[:-1], "ticker": "A", "last_close": prices["close"][:-1]}
+    )
+    banded = with_naive_interval(preds, full)
+    nxt = prices["close"].to_numpy()[1:]
+    held = (banded["naive_lower"] <= nxt) & (nxt <= banded["naive_upper"])
+    scored = banded["naive_lower"].notna().to_numpy()
+    assert abs(held[scored].mean() - 0.8) < 0.05
+
+
+def _ewma_by_loop(r: np.ndarray, lam: float = 0.9) -> np.ndarray:
+    """The recursion written out, as the filter must reproduce it."""
+    out, var, seen, total = np.full(len(r), np.nan), np.nan, 0, 0.0
+    for t, x in enumerate(r):
+        if not np.isnan(x):
+            seen += 1
+            if seen <= 10:
+                total += x * x
+                var = total / seen
+            else:
+                var = lam * var + (1 - lam) * x * x
+        if seen:
+            out[t] = max(np.sqrt(var), 1e-4)
+    return out
+
+
+def test_ewma_filter_equals_the_recursion_with_gaps_and_warm_up():
+    r = _garch_returns(3000, seed=11)
+    r[[0, 5, 6, 400, 2999]] = np.nan  # no return yet, gaps inside the warm-up and later
+    r[1000:1003] = 0.0  # a stale quote: the floor
+    np.testing.assert_allclose(ewma_sigma(r), _ewma_by_loop(r), rtol=1e-12)
+    assert np.isnan(ewma_sigma(np.array([np.nan, np.nan]))).all()
+    np.testing.assert_allclose(ewma_sigma(r[:7]), _ewma_by_loop(r[:7]), rtol=1e-12)
