@@ -43,6 +43,7 @@ bench: install
 	$(BIN)/python bench/retrain_group.py
 	$(BIN)/python bench/daily_cycle.py
 	$(BIN)/python bench/api_load.py
+	$(BIN)/python bench/concurrency.py
 
 # Rewrite the committed graph snapshot after a deliberate change to the asset graph.
 snapshot: install

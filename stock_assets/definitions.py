@@ -22,6 +22,7 @@ from stock_assets.defs.resources import (
 )
 from stock_assets.defs.tracking import mlflow_tracking_managed
 from stock_assets.market.sources import PriceSource, source_from_settings
+from stock_assets.ml.threads import limit_torch_threads
 from stock_assets.settings import PolicySettings, Settings, load_settings
 
 ASSETS = [ingestion.raw_prices, *retraining.RETRAINING_ASSETS, *operations.OPERATIONS_ASSETS]
@@ -37,6 +38,7 @@ def build_definitions(
     """The whole graph on the settings; arguments override the price source, fields of the
     retraining settings and the sensor's thresholds (tests, benchmarks, demo, replay)."""
     settings = settings or load_settings()
+    limit_torch_threads(settings.torch_threads)  # every process that runs steps loads this
     source = source or source_from_settings(settings)
     market = settings.market
     retraining_settings = dataclasses.replace(settings.retraining, **(retraining or {}))

@@ -480,6 +480,13 @@ class Settings:
         "A write statement running longer than this is cancelled, writing nothing.",
         _float,
     )
+    torch_threads: int = setting(
+        "STOCK_ASSETS_TORCH_THREADS",
+        1,
+        "PyTorch threads per process that trains or predicts (intra- and inter-op). Keep "
+        "concurrent runs × threads ≤ cores: past that, training slows by orders of magnitude.",
+        _int,
+    )
     market: MarketSettings = field(default_factory=MarketSettings)
     sources: SourceSettings = field(default_factory=SourceSettings)
     retraining: RetrainingSettings = field(default_factory=RetrainingSettings)
@@ -524,7 +531,8 @@ def load_settings() -> Settings:
         **{
             f.name: f.metadata["parse"](raw, f.metadata["env"])
             for f in fields(Settings)
-            if f.name.endswith("_timeout_seconds") and (raw := _env(f.metadata["env"]))
+            if (f.name.endswith("_timeout_seconds") or f.name == "torch_threads")
+            and (raw := _env(f.metadata["env"]))
         },
         **{name: section.from_env() for name, section in SECTIONS.items()},
     )

@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 import optuna
 
+from stock_assets.ml.threads import limit_torch_threads
 from stock_assets.ml.tuning import (
     FINISHED,
     budget_callback,
@@ -37,6 +38,7 @@ def run_worker(
     returns how many this worker finished. `retraining` overrides settings, as in
     `build_definitions` (the step and its workers must share the search space)."""
     settings = load_settings()
+    limit_torch_threads(settings.torch_threads)
     config = dataclasses.replace(settings.retraining, **(retraining or {}))
     server = ready_server(settings)
     storage = optuna.storages.RDBStorage(url=server.for_db("stocks", driver="psycopg2"))

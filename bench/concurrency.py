@@ -1,0 +1,104 @@
+"""Training side by side: PyTorch's default thread pool against STOCK_ASSETS_TORCH_THREADS.
+
+One fixed training (the project's `train` on the `sample` panel, fixed hyperparameters and
+seed, a fixed number of epochs) runs in a fresh process: alone, then two at once, once with
+PyTorch's default pool (one spinning thread per core) and once per thread setting. Prints each
+wall time and the ratio of two-at-once to alone. Target: two at once within 2.3× the solo time
+(2× is a fair share of the cores).
+
+Usage: python bench/concurrency.py            (the parent: runs every scenario)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+EPOCHS = 3
+CUTOFF = "2017-12-29"
+
+
+def worker(threads: int) -> None:
+    """One training in this process; prints its wall time as JSON."""
+    import datetime as dt
+
+    import torch
+
+    from stock_assets.market.sources.sample import SampleSource
+    from stock_assets.ml.dataset import SplitConfig, apply_scalers, build_panel, fit_scalers
+    from stock_assets.ml.features import FEATURES
+    from stock_assets.ml.processed import processed_frame
+    from stock_assets.ml.threads import limit_torch_threads
+    from stock_assets.ml.training import TrainConfig, train
+
+    if threads:
+        limit_torch_threads(threads)
+    source = SampleSource()
+    prices = source.fetch(
+        source.default_tickers, dt.date(1999, 1, 4), dt.date.fromisoformat(CUTOFF)
+    )
+    processed = processed_frame(prices, "bench", SplitConfig()).dropna()
+    features = list(FEATURES)
+    scalers = fit_scalers(processed[processed["split"] == "train"], features)
+    scaled = apply_scalers(processed, scalers, features)
+    panel = build_panel(scaled, features)
+    config = TrainConfig(seq_len=40, hidden=64, layers=2, max_epochs=EPOCHS, patience=99)
+    scale = float(scaled.loc[scaled["split"] == "train", "target"].std())
+    t0 = time.perf_counter()
+    result = train(
+        panel,
+        panel.ends("train", config.seq_len),
+        panel.ends("validation", config.seq_len),
+        config,
+        scale,
+    )
+    wall = time.perf_counter() - t0
+    print(
+        json.dumps({"threads": torch.get_num_threads(), "wall": wall, "epochs": result.epochs_run})
+    )
+
+
+def _run(threads: int, copies: int) -> list[float]:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, __file__, "--worker", str(threads)],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for _ in range(copies)
+    ]
+    walls = []
+    for p in procs:
+        out, _ = p.communicate()
+        assert p.returncode == 0, out
+        walls.append(json.loads(out.strip().splitlines()[-1])["wall"])
+    return walls
+
+
+def main() -> None:
+    cores = os.cpu_count()
+    print(f"{cores} cores; one training = {EPOCHS} epochs, LSTM 2×64, seq 40, sample panel")
+    rows = []
+    for label, threads in (("PyTorch default pool", 0), ("1 thread", 1), ("2 threads", 2)):
+        alone = _run(threads, 1)[0]
+        together = _run(threads, 2)
+        rows.append((label, alone, together))
+        print(f"{label:<22} alone {alone:7.1f} s   two at once {max(together):7.1f} s")
+    print("\nsetting                alone    two at once  ratio (target ≤ 2.3×; 2× is fair)")
+    for label, alone, together in rows:
+        print(f"{label:<22}{alone:6.1f} s  {max(together):8.1f} s  {max(together) / alone:6.2f}×")
+    best = min(rows, key=lambda r: r[1])
+    print(f"fastest alone: {best[0]} ({best[1]:.1f} s)")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--worker":
+        worker(int(sys.argv[2]))
+    else:
+        main()
