@@ -94,7 +94,6 @@ class Service:
         self.db = db
         self.registry = registry
         self.cache = VersionedCache()
-        self._known: tuple[bytes, set[str]] = (b"", set())
 
     async def cached(self, key: Hashable, build: Callable[[], Awaitable[BaseModel]]) -> bytes:
         """The serialized answer for `key`, rebuilt only after the database was written."""
@@ -108,11 +107,9 @@ class Service:
     # --- helpers -------------------------------------------------------------------------------
 
     async def _known_ticker(self, ticker: str) -> None:
-        body = await self.cached(("tickers",), self._tickers)
-        if self._known[0] is not body:
-            parsed = schemas.TickerList.model_validate_json(body)
-            self._known = (body, {t.ticker for t in parsed.tickers})
-        if ticker not in self._known[1]:
+        # a lookup, not the ticker list: that aggregates every stored price (78 ms at 500
+        # tickers × a year) and every write invalidates it
+        if not await self.db.has_prices(ticker):
             raise not_found(f"unknown ticker {ticker!r}: it has no stored prices")
 
     async def _with_kinds(self, rows: list[dict[str, Any]]) -> list[schemas.Prediction]:

@@ -40,6 +40,10 @@ ENDPOINTS = {
     "one ticker's history (252 rows)": "/tickers/SYN0250/predictions?page_size=300",
 }
 CONNECTIONS = (8, 64)
+MISS_TARGETS_MS = {  # issue 16
+    "latest predictions (500 tickers)": 30,
+    "one ticker's history (252 rows)": 15,
+}
 
 
 def _fill(url: str) -> None:
@@ -48,6 +52,7 @@ def _fill(url: str) -> None:
 
     from stock_assets.lifecycle.scoring import score
     from stock_assets.market.calendars import sessions_between
+    from stock_assets.storage.schema import DAILY_PREDICTIONS
     from stock_assets.storage.writer import Slice, replace_slice
 
     days = sessions_between(dt.date(2019, 1, 2), dt.date(2019, 12, 31))
@@ -87,14 +92,22 @@ def _fill(url: str) -> None:
             "dataset_run_id": "2018-12-31",
             "in_sample": False,
             "created_at": pd.Timestamp("2020-01-02", tz="UTC"),
+            "served_by": "model",
+            "naive_lower": close * 0.98,
+            "naive_upper": close * 1.02,
         }
     )
     scores = score(predictions, raw[["trade_date", "ticker", "close"]])
     conn = psycopg2.connect(url)
     try:
         replace_slice(conn, "raw_prices", raw, Slice(), primary_key=["trade_date", "ticker"])
-        replace_slice(
-            conn, "daily_predictions", predictions, Slice(), primary_key=["as_of_date", "ticker"]
+        replace_slice(  # as the IO manager writes it: the declared key and indexes
+            conn,
+            DAILY_PREDICTIONS.name,
+            predictions,
+            Slice(),
+            primary_key=DAILY_PREDICTIONS.primary_key,
+            indexes=DAILY_PREDICTIONS.indexes,
         )
         replace_slice(
             conn, "performance_log", scores, Slice(), primary_key=["trade_date", "ticker"]
@@ -178,17 +191,34 @@ def _miss_ms(url: str, port: int, path: str, repeats: int = 15) -> list[float]:
 
     out = []
     conn = psycopg2.connect(url)
+    # one client, connection kept: a bare httpx.get builds a client (and an SSL context) per
+    # call, about 35 ms that earlier figures counted as the API's
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
     try:
+        client.get(path).raise_for_status()
         for _ in range(repeats):
             with conn.cursor() as cur:
                 note_write(cur, "bench_bump")
             conn.commit()
             time.sleep(0.05)  # the notification reaches the API
             started = time.perf_counter()
-            httpx.get(f"http://127.0.0.1:{port}{path}", timeout=60).raise_for_status()
+            client.get(path).raise_for_status()
             out.append((time.perf_counter() - started) * 1000)
     finally:
+        client.close()
         conn.close()
+    return out
+
+
+def _hit_ms(port: int, path: str, repeats: int = 15) -> list[float]:
+    """The same request answered from the cache, measured the same way."""
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
+        client.get(path).raise_for_status()
+        out = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            client.get(path).raise_for_status()
+            out.append((time.perf_counter() - started) * 1000)
     return out
 
 
@@ -225,6 +255,7 @@ def main() -> None:
             label: _miss_ms(env["STOCK_ASSETS_DB_URL"], api_port, path)
             for label, path in ENDPOINTS.items()
         }
+        hits = {label: _hit_ms(api_port, path) for label, path in ENDPOINTS.items()}
         rows = []
         for label, path in ENDPOINTS.items():
             for connections in CONNECTIONS:
@@ -243,9 +274,13 @@ def main() -> None:
                 f"| {a['rps']:,.0f} | {b['p50_us'] / 1000:.2f} | {b['p99_us'] / 1000:.2f} "
                 f"| {b['rps']:,.0f} | {a['rps'] / b['rps']:.0%} |"
             )
-        print("\ncache misses (first request after a write), median / max of 15:")
+        print("\ncache misses (first request after a write), median / max of 15, next to hits:")
         for label, ms in misses.items():
-            print(f"  {label}: {statistics.median(ms):.1f} / {max(ms):.1f} ms")
+            target = MISS_TARGETS_MS[label]
+            print(
+                f"  {label}: {statistics.median(ms):.1f} / {max(ms):.1f} ms "
+                f"(target median ≤ {target} ms); hit {statistics.median(hits[label]):.1f} ms"
+            )
         worst = min(f["api"]["rps"] / f["bare"]["rps"] for _, _, f in rows)
         latest_p99 = next(f["api"]["p99_us"] for lbl, c, f in rows if c == 8 and "latest" in lbl)
         print(f"\nlowest API/bare throughput: {worst:.0%} (target ≥ 50 %)")

@@ -67,9 +67,15 @@ class PostgresPandasIOManager(ConfigurableIOManager):
         where = partition_slice(context, metadata.get("partition_column"))
         table = table_name(context)
         with self.db.connect() as conn:
-            added = tuple((metadata.get("added_columns") or {}).items())
             rows = replace_slice(
-                conn, table, obj, where, metadata.get("primary_key"), self.db.timeouts(), added
+                conn,
+                table,
+                obj,
+                where,
+                metadata.get("primary_key"),
+                self.db.timeouts(),
+                added=tuple((metadata.get("added_columns") or {}).items()),
+                indexes=[tuple(c) for c in metadata.get("indexes") or ()],
             )
             if table in ADJUSTED_FROM:  # the view over prices and actions, once they exist
                 ensure_adjusted_view(conn)

@@ -26,6 +26,7 @@ class AssetTable:
     # columns added after the table shipped, (name, Postgres type): an older state's table
     # gains them on its next write (older rows hold NULL there)
     added: tuple[tuple[str, str], ...] = ()
+    indexes: tuple[tuple[str, ...], ...] = ()  # for readers: the API's lookups
 
     def metadata(self) -> dict:
         """The IO manager reads these from the asset's definition metadata."""
@@ -34,6 +35,8 @@ class AssetTable:
             out["primary_key"] = list(self.primary_key)
         if self.added:
             out["added_columns"] = {name: typ for name, typ in self.added}
+        if self.indexes:
+            out["indexes"] = [list(columns) for columns in self.indexes]
         return out
 
 
@@ -41,8 +44,13 @@ RAW_PRICES = AssetTable("raw_prices", "trade_date", ("trade_date", "ticker"))  #
 CORPORATE_ACTIONS = AssetTable("corporate_actions", "trade_date", ("trade_date", "ticker"))
 # The naive baseline's 80 % interval (ml/baselines.py), scored next to the served one.
 NAIVE_INTERVAL_COLUMNS = (("naive_lower", "DOUBLE PRECISION"), ("naive_upper", "DOUBLE PRECISION"))
+# (ticker, as_of_date): each ticker's newest prediction and its history are index lookups
 DAILY_PREDICTIONS = AssetTable(
-    "daily_predictions", "as_of_date", ("as_of_date", "ticker"), NAIVE_INTERVAL_COLUMNS
+    "daily_predictions",
+    "as_of_date",
+    ("as_of_date", "ticker"),
+    NAIVE_INTERVAL_COLUMNS,
+    (("ticker", "as_of_date"),),
 )
 INTERVAL_STATE = AssetTable("interval_state", "trade_date", ("trade_date", "ticker"))
 PERFORMANCE_LOG = AssetTable(

@@ -230,6 +230,21 @@ def _create_table(
         )
 
 
+def _ensure_index(cur: Any, table: str, columns: Sequence[str]) -> None:
+    """Create a declared index the table lacks (a table made before it was declared)."""
+    name = f"{table}_{'_'.join(columns)}_idx"
+    cur.execute("SELECT to_regclass(%s)", (f"{SCHEMA}.{name}",))
+    if cur.fetchone()[0] is None:
+        cur.execute(
+            sql.SQL("CREATE INDEX {} ON {}.{} ({})").format(
+                sql.Identifier(name),
+                sql.Identifier(SCHEMA),
+                sql.Identifier(table),
+                sql.SQL(", ").join(map(sql.Identifier, columns)),
+            )
+        )
+
+
 def _to_csv(frame: pd.DataFrame, columns: dict[str, str]) -> io.BytesIO:
     """Serialize `columns` (name -> type) with Arrow's CSV writer (much faster than pandas')."""
     out = {}
@@ -257,6 +272,7 @@ class SliceWrite:
     primary_key: Sequence[str] | None = None
     # columns (name, Postgres type) a table made before they existed gains in place, nullable
     added: Sequence[tuple[str, str]] = ()
+    indexes: Sequence[Sequence[str]] = ()  # extra b-tree indexes (column lists) readers need
 
     def payload(self) -> tuple[dict[str, str], io.BytesIO | None]:
         """Column types and the COPY payload, built before any transaction opens."""
@@ -279,9 +295,11 @@ def replace_slice(
     primary_key: Sequence[str] | None = None,
     timeouts: Timeouts | None = None,
     added: Sequence[tuple[str, str]] = (),
+    indexes: Sequence[Sequence[str]] = (),
 ) -> int:
     """Replace `where`'s rows of `table` with `frame`, in one transaction. Returns rows written."""
-    return replace_slices(conn, [SliceWrite(table, frame, where, primary_key, added)], timeouts)
+    write = SliceWrite(table, frame, where, primary_key, added, indexes)
+    return replace_slices(conn, [write], timeouts)
 
 
 def replace_slices(
@@ -353,6 +371,8 @@ def _replace_in(
         columns = table_columns(cur, table)
         assert columns is not None
     check_fits(table, frame, columns)
+    for index in write.indexes:
+        _ensure_index(cur, table, index)
     condition, params = write.where.where()
     cur.execute(
         sql.SQL("DELETE FROM {}.{} WHERE ").format(sql.Identifier(SCHEMA), sql.Identifier(table))

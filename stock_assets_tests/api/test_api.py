@@ -28,7 +28,7 @@ from stock_assets.lifecycle.registry import production
 from stock_assets.market.calendars import sessions_between
 from stock_assets.market.sources import SyntheticSource
 from stock_assets.settings import load_settings
-from stock_assets.storage.writer import query_frame
+from stock_assets.storage.writer import note_write, query_frame
 from stock_assets_tests import servers
 from stock_assets_tests.conftest import drop_public_tables
 
@@ -180,6 +180,34 @@ def test_latest_predictions_all_and_one(api, seeded):
     one = _ok(api.get("/predictions/latest/syn001"))  # case-insensitive
     assert one == rows[1]
     assert one["predicted_close"] == pytest.approx(stored["predicted_close"].iloc[0])
+
+
+def test_latest_keeps_a_stopped_ticker_and_reads_through_the_ticker_index(api, seeded):
+    """Each ticker's newest row, also for a ticker whose feed stopped weeks ago; the table the
+    IO manager wrote carries the (ticker, as_of_date) index the lookup walks."""
+    indexes = _frame(
+        seeded["url"], "SELECT indexname FROM pg_indexes WHERE tablename = 'daily_predictions'"
+    )
+    assert "daily_predictions_ticker_as_of_date_idx" in set(indexes["indexname"])
+    old = dt.date(2019, 5, 15)
+    with psycopg2.connect(seeded["url"]) as conn, conn.cursor() as cur:
+        cur.execute(
+            "CREATE TEMP TABLE stopped AS SELECT * FROM daily_predictions "
+            "WHERE ticker = 'SYN001' AND as_of_date = %s",
+            (old,),
+        )
+        cur.execute("UPDATE stopped SET ticker = 'AAA'")
+        cur.execute("INSERT INTO daily_predictions SELECT * FROM stopped")
+        note_write(cur, "daily_predictions")
+    try:
+        rows = _ok(api.get("/predictions/latest"))["predictions"]
+        assert [r["ticker"] for r in rows] == ["AAA", *TICKERS]
+        assert rows[0]["as_of_date"] == str(old) and rows[1]["as_of_date"] == str(LAST)
+    finally:
+        with psycopg2.connect(seeded["url"]) as conn, conn.cursor() as cur:
+            cur.execute("DELETE FROM daily_predictions WHERE ticker = 'AAA'")
+            note_write(cur, "daily_predictions")
+    assert [r["ticker"] for r in _ok(api.get("/predictions/latest"))["predictions"]] == TICKERS
 
 
 def test_predictions_for_a_target_carry_the_actual_close_once_scored(api, seeded):

@@ -146,3 +146,21 @@ def test_declared_new_columns_are_added_in_place_and_only_with_the_write(conn):
     assert types["band"] == "double precision"
     with pytest.raises(SchemaMismatch, match="not in the table: other"):
         replace_slice(conn, "t_grow", newest.assign(other=1.0), _window(DAYS[4], DAYS[4]), PK)
+
+
+def test_declared_indexes_come_with_the_table_and_reach_older_tables(conn):
+    def indexes(table: str) -> set[str]:
+        rows = query(conn.dsn, "SELECT indexname FROM pg_indexes WHERE tablename = %s", (table,))
+        return {name for (name,) in rows}
+
+    by_ticker = (("ticker", "trade_date"),)
+    replace_slice(conn, "t_ix", _frame(DAYS), _window(DAYS[0], DAYS[-1]), PK, indexes=by_ticker)
+    assert "t_ix_ticker_trade_date_idx" in indexes("t_ix")
+    replace_slice(conn, "t_ix_old", _frame(DAYS[:2]), _window(DAYS[0], DAYS[1]), PK)
+    assert "t_ix_old_ticker_trade_date_idx" not in indexes("t_ix_old")
+    for _ in range(2):  # added once, then found
+        replace_slice(
+            conn, "t_ix_old", _frame(DAYS[2:]), _window(DAYS[2], DAYS[-1]), PK, indexes=by_ticker
+        )
+    assert "t_ix_old_ticker_trade_date_idx" in indexes("t_ix_old")
+    assert len(read_slice(conn, "t_ix_old", Slice())) == 10
