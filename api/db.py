@@ -253,7 +253,9 @@ class Database:
         return [dict(r) for r in rows]
 
     async def has_prices(self, ticker: str) -> bool:
-        """One index probe per stored session at most (the key leads with trade_date)."""
+        """Stops at the ticker's first row. An unknown ticker costs PostgreSQL 18 a skip scan of
+        the (trade_date, ticker) key (0.3 ms at a year × 500 tickers); older servers, such as
+        compose's 17, scan the table for it."""
         await self._require("raw_prices")
         async with self.connection() as conn:
             return bool(
