@@ -44,6 +44,7 @@ bench: install
 	$(BIN)/python bench/daily_cycle.py
 	$(BIN)/python bench/api_load.py
 	$(BIN)/python bench/concurrency.py
+	$(BIN)/python bench/intervals.py
 
 # Rewrite the committed graph snapshot after a deliberate change to the asset graph.
 snapshot: install
