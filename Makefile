@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install browser demo test lint format bench snapshot settings-doc clean-state
+.PHONY: install browser bench-tools demo test lint format bench snapshot settings-doc clean-state
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,7 +37,12 @@ format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: install
+# bench/api_load.py drives Debian's wrk.
+bench-tools:
+	@command -v wrk >/dev/null || { $(SUDO) apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q wrk; }
+
+bench: install bench-tools
 	$(BIN)/python bench/backfill_vs_floor.py
 	$(BIN)/python bench/io_write.py
 	$(BIN)/python bench/retrain_group.py
