@@ -132,7 +132,7 @@ def step(kind: str, name: str) -> dict:
         result = defs.resolve_job_def("daily_operations").execute_in_process(
             instance=DagsterInstance.get(),
             run_config=QUIET,
-            asset_selection=[AssetKey("daily_predictions")],
+            asset_selection=[AssetKey("daily_predictions"), AssetKey("interval_state")],
             tags={
                 ASSET_PARTITION_RANGE_START_TAG: backfill_first,
                 ASSET_PARTITION_RANGE_END_TAG: day,
