@@ -164,6 +164,8 @@ def daily_predictions(
         cutoff,
     )
     notes = prediction_notes(context.partition_keys, frame, targets, served.missing)
+    state_by_day = {d: rows for d, rows in state.groupby("trade_date")}  # once, not per key
+    no_state = state.iloc[0:0]
     for key, note in notes.items():
         note.update(model_version=production.version, model_kind=production.kind)
         if dt.date.fromisoformat(key) in served.fallback_days:
@@ -171,7 +173,7 @@ def daily_predictions(
                 f"naive fallback: the {bundle.kind} model needs every ticker and some are missing"
             )
         context.add_asset_metadata(note, asset_key=DAILY_PREDICTIONS.name, partition_key=key)
-        day = state[state["trade_date"] == dt.date.fromisoformat(key)]
+        day = state_by_day.get(dt.date.fromisoformat(key), no_state)
         context.add_asset_metadata(
             {
                 "tickers": len(day),

@@ -173,10 +173,11 @@ def prediction_notes(
 ) -> dict[str, dict]:
     """What each daily_predictions partition of a run holds, and which tickers it lacks (why)."""
     gaps = {} if missing is None else {d: rows for d, rows in missing.groupby("as_of_date")}
+    by_day = {d: rows for d, rows in frame.groupby("as_of_date")}  # once, not per key
     notes = {}
     for key in keys:
         day = dt.date.fromisoformat(key)
-        rows = frame[frame["as_of_date"] == day]
+        rows = by_day.get(day, frame.iloc[0:0])
         notes[key] = {
             "rows": len(rows),
             "in_sample": bool(rows["in_sample"].any()) if len(rows) else False,
