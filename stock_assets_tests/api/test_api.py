@@ -200,14 +200,25 @@ def test_latest_keeps_a_stopped_ticker_and_reads_through_the_ticker_index(api, s
         cur.execute("INSERT INTO daily_predictions SELECT * FROM stopped")
         note_write(cur, "daily_predictions")
     try:
-        rows = _ok(api.get("/predictions/latest"))["predictions"]
+        rows = _latest_once_tickers_are(api, ["AAA", *TICKERS])
         assert [r["ticker"] for r in rows] == ["AAA", *TICKERS]
         assert rows[0]["as_of_date"] == str(old) and rows[1]["as_of_date"] == str(LAST)
     finally:
         with psycopg2.connect(seeded["url"]) as conn, conn.cursor() as cur:
             cur.execute("DELETE FROM daily_predictions WHERE ticker = 'AAA'")
             note_write(cur, "daily_predictions")
-    assert [r["ticker"] for r in _ok(api.get("/predictions/latest"))["predictions"]] == TICKERS
+    assert [r["ticker"] for r in _latest_once_tickers_are(api, TICKERS)] == TICKERS
+
+
+def _latest_once_tickers_are(api, tickers: list[str], seconds: float = 10.0) -> list[dict]:
+    """The write's notification reaches the API's listener asynchronously: ask until the answer
+    reflects it (or give up and return the last answer)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        rows = _ok(api.get("/predictions/latest"))["predictions"]
+        if [r["ticker"] for r in rows] == tickers or time.monotonic() > deadline:
+            return rows
+        time.sleep(0.05)
 
 
 def test_predictions_for_a_target_carry_the_actual_close_once_scored(api, seeded):
