@@ -49,7 +49,10 @@ def build_definitions(
         assets=retimed(ASSETS, days),
         asset_checks=CHECKS,
         jobs=jobs.JOBS,
-        schedules=[schedules.daily_after_close(market.timezone, market.exchange)],
+        schedules=[
+            schedules.daily_after_close(market.timezone, market.exchange),
+            schedules.weekly_audit(market.timezone),
+        ],
         sensors=[sensors.retraining_sensor, *alerts.ALERT_SENSORS],
         resources={
             "postgres_io": PostgresPandasIOManager(db=stocks_db),

@@ -5,7 +5,7 @@ No `from __future__ import annotations` here: Dagster reads the context and reso
 """
 
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import pandas as pd
 from dagster import (
@@ -23,6 +23,11 @@ from dagster import (
     RetryRequested,
     asset_check,
     multi_asset,
+)
+from dagster._core.storage.tags import (
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+    PARTITION_NAME_TAG,
 )
 
 from stock_assets.defs.metadata import frame_md
@@ -292,17 +297,19 @@ def price_checks(
     asset=RAW,
     name="calendar_complete",
     blocking=True,
-    description="Every session of the exchange calendar between the first and last stored "
-    "day has a row for every configured ticker, or a recorded reason in raw_prices_missing "
-    "(a ticker kept out by validation or not answered). An unexplained gap blocks.",
+    description="Every session the run wrote (the audit_prices job: every session between "
+    "the first and last stored day) has a row for every configured ticker, or a recorded "
+    "reason in raw_prices_missing (a ticker kept out by validation or not answered). An "
+    "unexplained gap blocks.",
 )
 def calendar_complete(
     context: AssetCheckExecutionContext, market: MarketResource, stocks_db: PostgresResource
 ) -> AssetCheckResult:
     tickers = market.ticker_list()
     with stocks_db.connect() as conn:
-        span = stored.stored_span(conn)
-        keys = stored.stored_keys(conn, tickers) if span else None
+        stored_span = stored.stored_span(conn)
+        span = _checked_span(context.op_execution_context.run.tags, stored_span)
+        keys = stored.stored_keys(conn, tickers, span) if span else None
         recorded = stored.missing_since(conn, span[0]) if span else None
     if span is None or keys is None or recorded is None:
         return AssetCheckResult(passed=True, metadata={"stored_rows": 0})
@@ -325,3 +332,21 @@ def calendar_complete(
             "missing": frame_md(unexplained),
         },
     )
+
+
+def _checked_span(
+    tags: Mapping[str, str], stored_span: tuple[dt.date, dt.date] | None
+) -> tuple[dt.date, dt.date] | None:
+    """The sessions a run's check reads: the partitions it wrote (a daily run: one day, not
+    the whole history every day); a run without partitions (audit_prices) reads all."""
+    if stored_span is None:
+        return None
+    if PARTITION_NAME_TAG in tags:
+        first = last = dt.date.fromisoformat(tags[PARTITION_NAME_TAG])
+    elif ASSET_PARTITION_RANGE_START_TAG in tags:
+        first = dt.date.fromisoformat(tags[ASSET_PARTITION_RANGE_START_TAG])
+        last = dt.date.fromisoformat(tags[ASSET_PARTITION_RANGE_END_TAG])
+    else:
+        return stored_span
+    first, last = max(first, stored_span[0]), min(last, stored_span[1])
+    return (first, last) if first <= last else None

@@ -1,6 +1,6 @@
 """Jobs, selected by group; partitions come from the assets (re-timed by the code location)."""
 
-from dagster import AssetSelection, define_asset_job
+from dagster import AssetCheckKey, AssetKey, AssetSelection, define_asset_job
 
 from stock_assets.defs.sensors import RETRAIN_JOB
 from stock_assets.defs.tags import KIND_TAG
@@ -26,4 +26,11 @@ retrain = define_asset_job(
     "(beats_production) → production alias.",
 )
 
-JOBS = [ingest_prices, daily_operations, retrain]
+audit_prices = define_asset_job(
+    "audit_prices",
+    selection=AssetSelection.checks(AssetCheckKey(AssetKey("raw_prices"), "calendar_complete")),
+    description="calendar_complete over the whole stored history (daily runs check the "
+    "sessions they wrote): run it after restating or deleting rows, or weekly.",
+)
+
+JOBS = [ingest_prices, daily_operations, retrain, audit_prices]

@@ -1,4 +1,5 @@
-"""The after-close schedule of daily operations; exchange holidays are skipped."""
+"""The after-close schedule of daily operations (exchange holidays are skipped) and the weekly
+audit of the stored price history."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from dagster import (
     SkipReason,
 )
 
-from stock_assets.defs.jobs import daily_operations
+from stock_assets.defs.jobs import audit_prices, daily_operations
 from stock_assets.market.calendars import is_session
 
 
@@ -33,4 +34,18 @@ def daily_after_close(timezone: str, exchange: str) -> ScheduleDefinition:
         default_status=DefaultScheduleStatus.STOPPED,
         description="Weekdays at 18:30 exchange time: that session's daily operations; "
         "exchange holidays are skipped.",
+    )
+
+
+def weekly_audit(timezone: str) -> ScheduleDefinition:
+    """Saturdays at 06:00: calendar_complete over the whole history, which daily runs (their
+    own sessions only) no longer read."""
+    return ScheduleDefinition(
+        name="weekly_price_audit",
+        job=audit_prices,
+        cron_schedule="0 6 * * 6",
+        execution_timezone=timezone,
+        default_status=DefaultScheduleStatus.STOPPED,
+        description="Saturdays at 06:00 exchange time: every stored session has every "
+        "ticker's row or a recorded reason (audit_prices).",
     )

@@ -66,14 +66,18 @@ def last_sessions_before(conn: Any, day: dt.date, n: int) -> list[dt.date]:
     return sorted(rows["trade_date"])
 
 
-def stored_keys(conn: Any, tickers: Sequence[str]) -> pd.DataFrame:
-    """(trade_date, ticker) of every stored row of the configured tickers."""
+def stored_keys(
+    conn: Any, tickers: Sequence[str], span: tuple[dt.date, dt.date] | None = None
+) -> pd.DataFrame:
+    """(trade_date, ticker) of every stored row of the configured tickers (in `span`)."""
     if not table_exists(conn, TABLE):
         return pd.DataFrame(columns=["trade_date", "ticker"])
+    first, last = span or (dt.date.min, dt.date.max)
     return query_frame(
         conn,
-        f"SELECT trade_date, ticker FROM {TABLE} WHERE ticker = ANY(%s)",
-        (list(tickers),),
+        f"SELECT trade_date, ticker FROM {TABLE} WHERE ticker = ANY(%s) "
+        "AND trade_date BETWEEN %s AND %s",
+        (list(tickers), first, last),
     )
 
 

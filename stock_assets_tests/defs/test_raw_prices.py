@@ -128,18 +128,37 @@ def test_one_day_run_is_checked_against_the_stored_day_before(stocks_url, tmp_pa
     assert _checks(crash)["price_jumps"] == (True, "WARN") and _jumps(crash)["moves"] == 1
 
 
-def test_calendar_gap_in_stored_history_fails_completeness(stocks_url):
+def _audit(source, start: str):
+    settings = load_settings().with_market(start_date=start)
+    job = build_definitions(settings, source=source).resolve_job_def("audit_prices")
+    return job.execute_in_process(instance=DagsterInstance.ephemeral(), raise_on_error=False)
+
+
+def _gaps(result) -> dict:
+    evaluation = next(
+        e for e in result.get_asset_check_evaluations() if e.check_name == "calendar_complete"
+    )
+    return evaluation.metadata
+
+
+def test_the_daily_check_reads_the_run_and_the_audit_reads_the_history(stocks_url):
+    """A daily run checks the sessions it wrote, not twenty years every day; an unexplained
+    gap in older history is the audit job's to find (it blocks nothing already served)."""
     job = _job(SYN, "2023-12-01")
     assert _run(job, "2024-01-02", "2024-01-12").success
     with psycopg2.connect(stocks_url) as c, c.cursor() as cur:
         cur.execute("DELETE FROM raw_prices WHERE trade_date = '2024-01-05' AND ticker = 'SYN002'")
-    result = _run(job, "2024-01-16")
-    passed, severity = _checks(result)["calendar_complete"]
-    assert (passed, severity) == (False, "ERROR")
-    evaluation = next(
-        e for e in result.get_asset_check_evaluations() if e.check_name == "calendar_complete"
-    )
-    assert evaluation.metadata["missing_by_ticker"].value == {"SYN002": 1}
+    daily = _run(job, "2024-01-16")
+    assert daily.success and _checks(daily)["calendar_complete"] == (True, "ERROR")
+    assert _gaps(daily)["span"].value == "2024-01-16 … 2024-01-16"
+    audit = _audit(SYN, "2023-12-01")
+    assert not audit.success and _checks(audit)["calendar_complete"] == (False, "ERROR")
+    assert _gaps(audit)["span"].value == "2024-01-02 … 2024-01-16"
+    assert _gaps(audit)["missing_by_ticker"].value == {"SYN002": 1}
+    # what the audit names, a backfill of that range heals
+    assert _run(job, "2024-01-02", "2024-01-12").success
+    healed = _audit(SYN, "2023-12-01")
+    assert healed.success and _checks(healed)["calendar_complete"] == (True, "ERROR")
 
 
 def test_date_outside_the_source_is_refused_before_writing(stocks_url):
