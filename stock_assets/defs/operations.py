@@ -52,6 +52,7 @@ from stock_assets.market.calendars import (
 from stock_assets.ml.adaptive import STATE_COLUMNS, adapt, realized_returns
 from stock_assets.ml.baselines import naive_half_widths, with_naive_interval
 from stock_assets.ml.charts import prediction_chart_markdown
+from stock_assets.ml.features import SERVING_HISTORY
 from stock_assets.ml.serving import SERVED_BY_MODEL, SERVED_BY_NAIVE, serve
 from stock_assets.runtime import failpoints
 from stock_assets.storage import queries
@@ -79,6 +80,10 @@ _PRICES = [RAW_PRICES.name, CORPORATE_ACTIONS.name]
 _DAY_BEFORE = TimeWindowPartitionMapping(start_offset=-1, end_offset=-1)
 
 
+def _since(prices: pd.DataFrame, day: dt.date | None) -> pd.DataFrame:
+    return prices if day is None else prices[prices["trade_date"] >= day]
+
+
 @multi_asset(
     specs=[
         AssetSpec(
@@ -88,8 +93,10 @@ _DAY_BEFORE = TimeWindowPartitionMapping(start_offset=-1, end_offset=-1)
             metadata=DAILY_PREDICTIONS.metadata(),
             kinds={"mlflow", "postgres"},
             description="After the close of D, the production model's prediction of the next "
-            "session's close with its 80 % interval, per ticker. Features start at each "
-            "ticker's first stored row, exactly as in training; the interval is prediction ± "
+            "session's close with its 80 % interval, per ticker. Features are read from each "
+            f"ticker's last {SERVING_HISTORY:,} stored rows, where they equal training's (from "
+            "its first row) "
+            "to 1e-9; the interval is prediction ± "
             "q(αₜ)·σ̂ₜ, αₜ from interval_state.",
         ).with_io_manager_key("postgres_io"),
         AssetSpec(
@@ -122,7 +129,11 @@ def daily_predictions(
     registry.setup()
     tickers = market.ticker_list()
     with stocks_db.connect() as conn:
-        prices = prices_until(conn, tickers, max(sessions))
+        # a bounded tail, not every row since the first: the recursions forget their start
+        # within SERVING_HISTORY rows (ml/features.py), σ̂ and the naive windows sooner
+        prices = prices_until(
+            conn, tickers, max(sessions), since=min(sessions), rows=SERVING_HISTORY
+        )
         if prices.empty:
             raise ValueError("raw_prices holds no rows for the configured tickers")
         # resolved once: every row is stamped with the version that made it, even when a
@@ -145,7 +156,7 @@ def daily_predictions(
     adapted, state = adapt(
         served.predictions,
         bundles,
-        realized_returns(prices),
+        realized_returns(_since(prices, previous[min(sessions)])),  # the returns ACI scores
         seed,
         previous,
         operations.aci_gamma,

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from stock_assets.ml.conformal import TARGET_MISCOVERAGE
-from stock_assets.ml.volatility import next_session_sigma
+from stock_assets.ml.volatility import SIGMA_MEMORY, next_session_sigma, recent_rows
 
 NAIVE_WINDOW = 250  # sessions of scores behind each day's q: about one trading year
 
@@ -25,7 +25,9 @@ def naive_half_widths(
     alpha: float = TARGET_MISCOVERAGE,
 ) -> pd.Series:
     """Half-width (log return) of the naive interval as of each (trade_date, ticker) whose
-    trade_date is in `days`; NaN until a ticker has `window` scores."""
+    trade_date is in `days`; NaN until a ticker has `window` scores. Reads only the rows the
+    days' windows and σ̂ need (equal to the whole frame's to 1e-12), not every row."""
+    prices = recent_rows(prices, min(days), window + 1 + SIGMA_MEMORY)
     sigma = next_session_sigma(prices)
     frame = sigma.reset_index().sort_values(["ticker", "trade_date"], ignore_index=True)
     close = (

@@ -19,7 +19,12 @@ import pandas as pd
 
 from stock_assets.ml.conformal import TARGET_MISCOVERAGE, quantile
 from stock_assets.ml.features import FEATURES, WARMUP, compute_features
-from stock_assets.ml.volatility import EWMA_LAMBDA, next_session_sigma
+from stock_assets.ml.volatility import (
+    EWMA_LAMBDA,
+    SIGMA_MEMORY,
+    next_session_sigma,
+    recent_rows,
+)
 
 NAIVE = "naive"
 OUTPUT_COLUMNS = (
@@ -117,7 +122,7 @@ def predict_from_prices(
                 f"the model reads feature(s) {unknown} that this code does not compute: "
                 "its feature list does not match the data"
             )
-        feats = compute_features(prices)
+        feats = compute_features(prices, since=_first_window_day(prices, as_of, bundle.seq_len))
         feats["close_adj"] = (
             prices.set_index(["trade_date", "ticker"])["close"]
             .reindex(pd.MultiIndex.from_frame(feats[["trade_date", "ticker"]]))
@@ -157,7 +162,8 @@ def predict_from_prices(
     keys = pd.MultiIndex.from_frame(frame[["trade_date", "ticker"]])
     last = closes.reindex(keys).to_numpy()
     r = frame["predicted_return"].to_numpy()
-    sigma = next_session_sigma(prices, bundle.ewma_lambda).reindex(keys).to_numpy()
+    recent = prices if as_of is None else recent_rows(prices, min(as_of), SIGMA_MEMORY)
+    sigma = next_session_sigma(recent, bundle.ewma_lambda).reindex(keys).to_numpy()
     out = pd.DataFrame(
         {
             "as_of_date": frame["trade_date"].to_numpy(),
@@ -169,6 +175,19 @@ def predict_from_prices(
         }
     )
     return with_interval(bundle, out, TARGET_MISCOVERAGE)
+
+
+def _first_window_day(
+    prices: pd.DataFrame, as_of: list[dt.date] | None, seq_len: int
+) -> dt.date | None:
+    """The oldest feature date a window ending on one of `as_of` reads (None: all of them).
+    Prices: sorted by ticker and trade_date."""
+    if not as_of:
+        return None
+    after_warmup = prices.groupby("ticker", sort=False).cumcount().to_numpy() >= WARMUP
+    dates = np.sort(pd.unique(prices["trade_date"].to_numpy()[after_warmup]))
+    i = int(np.searchsorted(dates, min(as_of)))
+    return dates[max(0, i - (seq_len - 1))] if len(dates) else None
 
 
 def with_interval(bundle: Bundle, frame: pd.DataFrame, alpha) -> pd.DataFrame:

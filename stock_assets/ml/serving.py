@@ -39,6 +39,9 @@ def usable(
     present = np.zeros((len(sessions), len(tickers)), dtype=np.int32)
     column = {t: j for j, t in enumerate(tickers)}
     rows = prices[prices["ticker"].isin(column)]
+    reach = [order[d] + 1 - need for d in as_of if d in order]
+    if reach:  # only the sessions the windows cover: not every stored row
+        rows = rows[rows["trade_date"] >= sessions[max(0, min(reach))]]
     days = pd.to_datetime(rows["trade_date"]).dt.date.map(order)
     ok = days.notna().to_numpy()
     present[days[ok].astype(int).to_numpy(), rows["ticker"][ok].map(column).to_numpy()] = 1

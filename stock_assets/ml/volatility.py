@@ -18,6 +18,9 @@ import numpy as np
 import pandas as pd
 
 EWMA_LAMBDA = 0.90
+# rows σ̂ runs before the first forecast wanted: its start's weight is λⁿ = 0.9³⁰⁰ ≈ 2e-14, so
+# σ̂ from a frame's last rows equals σ̂ from its first (the daily cycle reads a few hundred)
+SIGMA_MEMORY = 300
 FLOOR = 1e-4  # a volatility below 0.01 % a day is a stale quote, not a calm market
 
 
@@ -67,6 +70,13 @@ def next_session_sigma(prices: pd.DataFrame, lam: float = EWMA_LAMBDA) -> pd.Ser
         names=["trade_date", "ticker"],
     )
     return pd.Series(sigma, index=index, name="sigma")
+
+
+def recent_rows(prices: pd.DataFrame, first_day, rows: int) -> pd.DataFrame:
+    """The frame's rows from `rows` of its dates before `first_day` on (all when fewer)."""
+    dates = np.sort(pd.unique(prices["trade_date"]))
+    i = int(np.searchsorted(dates, first_day)) - rows
+    return prices if i <= 0 else prices[prices["trade_date"] >= dates[i]]
 
 
 def garch_sigma(returns: np.ndarray, fit_until: int) -> np.ndarray:

@@ -22,9 +22,14 @@ from stock_assets.storage.schema import (
     RAW_PRICES_REJECTED,
     RAW_PRICES_REJECTED_DDL,
 )
-from stock_assets.storage.writer import query_frame, table_exists
+from stock_assets.storage.writer import copy_frame, query_frame, table_exists
 
 TABLE = RAW_PRICES.name
+BAR_TYPES = {
+    "trade_date": "DATE",
+    "ticker": "TEXT",
+    **{c: "DOUBLE PRECISION" for c in ("open", "high", "low", "close", "volume")},
+}
 
 
 def last_rows_before(conn: Any, day: dt.date, tickers: Sequence[str]) -> pd.DataFrame:
@@ -104,20 +109,45 @@ def actions_until(conn: Any, tickers: Sequence[str], as_of: dt.date) -> pd.DataF
     )
 
 
-def prices_until(conn: Any, tickers: Sequence[str], cutoff: dt.date) -> pd.DataFrame:
-    """Every stored row of `tickers` up to and including `cutoff`, from each ticker's first,
-    adjusted with the actions known as of `cutoff` (so later actions change nothing here)."""
+def prices_until(
+    conn: Any, tickers: Sequence[str], cutoff: dt.date, since: dt.date | None = None, rows: int = 0
+) -> pd.DataFrame:
+    """Stored rows of `tickers` up to and including `cutoff`, adjusted with the actions known as
+    of `cutoff` (so later actions change nothing here).
+
+    From each ticker's first row, or with `rows`, from its `rows`-th newest row before `since`
+    (default `cutoff`) on: serving reads a bounded tail, not twenty years. The tail's prices are
+    those of the full read (an action before the tail scales no row in it).
+    """
     if not table_exists(conn, TABLE):
         raise LookupError("raw_prices is empty: materialize it first")
-    raw = query_frame(
-        conn,
-        f"SELECT {', '.join(BAR_COLUMNS)} FROM {TABLE} WHERE trade_date <= %s AND ticker = ANY(%s) "
-        "ORDER BY ticker, trade_date",
-        (cutoff, list(tickers)),
-    )
-    for col in ("open", "high", "low", "close", "volume"):
-        raw[col] = raw[col].astype("float64")
-    frame = adjust(raw, actions_until(conn, tickers, cutoff))
+    cols = ", ".join(f"p.{c}" for c in BAR_COLUMNS)
+    if rows:
+        raw = copy_frame(
+            conn,
+            f"SELECT {cols} FROM unnest(%s::text[]) AS t(ticker) "
+            f"CROSS JOIN LATERAL (SELECT coalesce(min(trade_date), '-infinity') AS first "
+            f"FROM (SELECT trade_date FROM {TABLE} WHERE ticker = t.ticker AND trade_date < %s "
+            "ORDER BY trade_date DESC LIMIT %s) AS newest) AS tail "
+            f"JOIN {TABLE} AS p ON p.ticker = t.ticker AND p.trade_date >= tail.first "
+            "AND p.trade_date <= %s ORDER BY p.ticker, p.trade_date",
+            (list(tickers), since or cutoff, rows, cutoff),
+            BAR_TYPES,
+        )
+    else:
+        raw = copy_frame(
+            conn,
+            f"SELECT {cols} FROM {TABLE} AS p WHERE p.trade_date <= %s "
+            "AND p.ticker = ANY(%s) ORDER BY p.ticker, p.trade_date",
+            (cutoff, list(tickers)),
+            BAR_TYPES,
+        )
+    actions = actions_until(conn, tickers, cutoff)
+    if rows and len(actions):  # those before a ticker's tail scale none of its rows
+        first = raw.groupby("ticker")["trade_date"].min()
+        actions = actions[actions["trade_date"] >= actions["ticker"].map(first)]
+        actions = actions.reset_index(drop=True)
+    frame = adjust(raw, actions)
     frame["adj_close"] = frame["close"]
     return frame[list(PRICE_COLUMNS)]
 
@@ -196,7 +226,7 @@ def write_ingest(
     replace_slices(
         conn,
         [
-            SliceWrite(TABLE, bars, where, RAW_PRICES.primary_key),
+            SliceWrite(TABLE, bars, where, RAW_PRICES.primary_key, indexes=RAW_PRICES.indexes),
             SliceWrite(CORPORATE_ACTIONS.name, actions, where, CORPORATE_ACTIONS.primary_key),
             SliceWrite(RAW_PRICES_REJECTED.name, rejected, where),
             SliceWrite(RAW_PRICES_MISSING.name, missing, where, RAW_PRICES_MISSING.primary_key),

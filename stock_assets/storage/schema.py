@@ -40,7 +40,10 @@ class AssetTable:
         return out
 
 
-RAW_PRICES = AssetTable("raw_prices", "trade_date", ("trade_date", "ticker"))  # as traded
+# as traded; (ticker, trade_date): serving reads each ticker's newest rows (a bounded tail)
+RAW_PRICES = AssetTable(
+    "raw_prices", "trade_date", ("trade_date", "ticker"), indexes=(("ticker", "trade_date"),)
+)
 CORPORATE_ACTIONS = AssetTable("corporate_actions", "trade_date", ("trade_date", "ticker"))
 # The naive baseline's 80 % interval (ml/baselines.py), scored next to the served one.
 NAIVE_INTERVAL_COLUMNS = (("naive_lower", "DOUBLE PRECISION"), ("naive_upper", "DOUBLE PRECISION"))

@@ -483,6 +483,27 @@ def read_slice(
     return frame
 
 
+def copy_frame(conn: Any, query: str, params: Sequence[Any], types: dict[str, str]) -> pd.DataFrame:
+    """A SELECT of the columns `types` (name → Postgres type) as a frame, through COPY and
+    Arrow: several times faster than a cursor's tuples for bulk reads (the daily cycle's
+    prices). DATE columns come back as datetime.date, like query_frame's."""
+    with conn.cursor() as cur:
+        inner = cur.mogrify(query, params).decode()
+        buf = io.BytesIO()
+        cur.copy_expert(f"COPY ({inner}) TO STDOUT WITH (FORMAT csv, HEADER)", buf)
+    conn.rollback()
+    buf.seek(0)
+    arrow = pacsv.read_csv(
+        buf,
+        convert_options=pacsv.ConvertOptions(
+            column_types={n: _ARROW_TYPES[t] for n, t in types.items()},
+            strings_can_be_null=True,
+            quoted_strings_can_be_null=False,
+        ),
+    )
+    return arrow.to_pandas()
+
+
 def query_frame(conn: Any, query: str, params: Sequence[Any] = ()) -> pd.DataFrame:
     """A SELECT as a frame, through a plain DB-API cursor (pandas wants SQLAlchemy)."""
     with conn.cursor() as cur:

@@ -31,7 +31,7 @@ from stock_assets.lifecycle.policy import Thresholds
 from stock_assets.lifecycle.scoring import rolling_summary
 from stock_assets.market.calendars import sessions_between
 from stock_assets.market.sources import Regime, SyntheticSource
-from stock_assets.ml.features import compute_features
+from stock_assets.ml.features import SERVING_HISTORY, compute_features
 from stock_assets.settings import load_settings
 from stock_assets.storage.prices import prices_until
 from stock_assets.storage.writer import query_frame
@@ -141,12 +141,13 @@ def test_json_files_like_the_old_system(wild):
 
 
 def test_serving_features_equal_training_features(wild):
-    """daily_predictions computes features from each ticker's first stored row up to D, as
-    processed_features did; for several D they agree to 1e-9 with features on the full run."""
+    """daily_predictions reads each ticker's last SERVING_HISTORY rows up to D; processed_features
+    reads from the first row; for several D they agree to 1e-9."""
     with PostgresResource().connect() as conn:
         full = compute_features(prices_until(conn, TICKERS, dt.date(2019, 7, 31)))
         for day in (dt.date(2018, 3, 1), dt.date(2019, 1, 2), dt.date(2019, 7, 31)):
-            serving = compute_features(prices_until(conn, TICKERS, day))
+            tail = prices_until(conn, TICKERS, day, rows=SERVING_HISTORY)
+            serving = compute_features(tail)
             a = serving[serving.trade_date == day].reset_index(drop=True)
             b = full[full.trade_date == day].reset_index(drop=True)
             pd.testing.assert_frame_equal(a, b, atol=1e-9, rtol=0)

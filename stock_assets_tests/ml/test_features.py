@@ -10,7 +10,13 @@ import pytest
 
 from stock_assets.market.adjust import actions_of, adjust
 from stock_assets.market.sources import SampleSource, Split, SyntheticSource
-from stock_assets.ml.features import FEATURES, WARMUP, compute_features, next_log_return
+from stock_assets.ml.features import (
+    FEATURES,
+    SERVING_HISTORY,
+    WARMUP,
+    compute_features,
+    next_log_return,
+)
 
 SYN = SyntheticSource(
     seed=2,
@@ -78,3 +84,47 @@ def test_real_sample_features_are_finite():
     feats = compute_features(prices)
     assert len(feats) == 2 * (len(prices) // 2 - WARMUP)
     assert np.isfinite(feats[list(FEATURES)].to_numpy()).all()
+
+
+def test_since_keeps_the_full_frames_values():
+    """Serving asks for its last rows only; the recursions still start at the first row."""
+    full = compute_features(PRICES)
+    since = dt.date(2019, 11, 1)
+    tail = compute_features(PRICES, since=since)
+    head = full[full["trade_date"] >= since].reset_index(drop=True)
+    pd.testing.assert_frame_equal(tail, head, check_exact=True)
+
+
+SAMPLE = SampleSource().fetch(["^GSPC", "^IXIC"], dt.date(1999, 1, 4), dt.date(2018, 12, 31))
+SAMPLE_FEATURES = compute_features(SAMPLE)
+SERVED_ROWS = 60  # more than any sequence length the search space allows
+
+
+def _worst_tail_error(rows: int) -> float:
+    """Largest |tail − full| over the last SERVED_ROWS feature rows of tails of `rows` sessions
+    ending on many days of the real sample, in units of (|full| + the feature's std)."""
+    scale = SAMPLE_FEATURES[list(FEATURES)].std().to_numpy()
+    full = SAMPLE_FEATURES.set_index(["ticker", "trade_date"])[list(FEATURES)]
+    worst = 0.0
+    for _, series in SAMPLE.groupby("ticker"):
+        series = series.sort_values("trade_date", ignore_index=True)
+        for end in range(rows + SERVED_ROWS, len(series), 101):
+            tail = series.iloc[end - rows : end]
+            since = tail["trade_date"].iloc[-SERVED_ROWS]
+            got = compute_features(tail, since=since).set_index(["ticker", "trade_date"])
+            want = full.loc[got.index].to_numpy()
+            error = np.abs(got.to_numpy() - want) / (np.abs(want) + scale)
+            worst = max(worst, float(error.max()))
+    return worst
+
+
+def test_a_serving_tail_gives_the_full_history_features():
+    """The daily cycle reads SERVING_HISTORY rows per ticker, not the whole history: every
+    recursive indicator (EMA(200) slowest, PSAR path-dependent) has forgotten where it started
+    by then, on twenty years of real index data, to 1e-9."""
+    assert _worst_tail_error(SERVING_HISTORY) <= 1e-9
+
+
+def test_a_short_tail_would_not():
+    """The bound is needed: a 1,000-session tail misses by more than 1e-9 (EMA(200))."""
+    assert _worst_tail_error(1000) > 1e-9
