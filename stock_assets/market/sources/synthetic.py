@@ -82,9 +82,14 @@ class SyntheticSource(PriceSource):
         return conform(frame)
 
 
+@lru_cache(maxsize=16)
+def _sessions(start: dt.date, end: dt.date, exchange: str) -> pd.DatetimeIndex:
+    return pd.DatetimeIndex(sessions_between(start, end, exchange))  # once, not per ticker
+
+
 @lru_cache(maxsize=2048)
 def _path(source: SyntheticSource, ticker: str) -> pd.DataFrame:
-    sessions = pd.DatetimeIndex(sessions_between(source.start, source.end, source.exchange))
+    sessions = _sessions(source.start, source.end, source.exchange)
     n = len(sessions)
     rng = np.random.default_rng([source.seed, zlib.crc32(ticker.encode())])
     drift = np.empty(n)
