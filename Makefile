@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install browser bench-tools demo test lint format bench snapshot settings-doc clean-state
+.PHONY: install browser bench-tools demo test lint format bench bench-scale snapshot settings-doc clean-state
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -50,6 +50,11 @@ bench: install bench-tools
 	$(BIN)/python bench/api_load.py
 	$(BIN)/python bench/concurrency.py
 	$(BIN)/python bench/intervals.py
+
+# How far one machine goes: 5,000 synthetic tickers (about 30 min on 2 cores).
+bench-scale: install bench-tools
+	BENCH_SCENARIOS=scale BENCH_PROFILE=1 $(BIN)/python bench/daily_cycle.py
+	BENCH_API_TICKERS=5000 $(BIN)/python bench/api_load.py
 
 # Rewrite the committed graph snapshot after a deliberate change to the asset graph.
 snapshot: install

@@ -1,10 +1,13 @@
-"""Daily operations cost: one cycle (raw_prices + daily_predictions + performance_log + JSON
-files for one session) and a 252-session prediction backfill, for 2 real tickers and for 500
-synthetic ones with a small model trained on those 500.
+"""Daily operations cost, and how far one machine goes: the price backfill, one small
+retraining, one daily cycle (raw_prices + daily_predictions + performance_log + JSON files for
+one session) and a 252-session prediction backfill, for 2 real tickers, 500 synthetic ones and
+(`BENCH_SCENARIOS=scale`, or `make bench-scale`) 5,000 synthetic ones.
 
-Each measurement runs in a fresh process after the set-up (ingest + a small retraining), so its
-peak RSS is the cycle's own; wall time is measured inside, excluding interpreter start.
-Targets: a 500-ticker cycle ≤ 20 s; 252 sessions × 500 tickers of predictions ≤ 60 s.
+Each step runs in a fresh process, so its peak RSS is its own; wall time is measured inside,
+excluding interpreter start. `BENCH_PROFILE=1` reruns the cycle and the backfill under py-spy
+and names the platform functions that held the most samples (the bottleneck).
+Targets (issue 16): 500 tickers — cycle ≤ 5 s with RSS ≤ 1 GiB, backfill ≤ 12.2 s;
+5,000 tickers — cycle ≤ 60 s with RSS ≤ 4 GiB.
 """
 
 import dataclasses
@@ -12,6 +15,7 @@ import datetime as dt
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -29,6 +33,30 @@ SCENARIOS = {
         "2019-12-31",
         "2019-01-02",
     ),
+    # two years of prices: one for the indicators' warm-up, one predicted
+    "5000 tickers (synthetic)": (
+        "synthetic",
+        5000,
+        "2018-01-02",
+        "2019-06-28",
+        "2019-12-31",
+        "2019-01-02",
+    ),
+}
+SETS = {
+    "default": ["2 tickers (sample)", "500 tickers (synthetic)"],
+    "scale": ["5000 tickers (synthetic)"],
+}
+TARGETS = {  # (step, scenario): (seconds, MiB)
+    ("cycle", "500 tickers (synthetic)"): (5, 1024),
+    ("backfill", "500 tickers (synthetic)"): (12.2, None),
+    ("cycle", "5000 tickers (synthetic)"): (60, 4096),
+}
+LABELS = {
+    "ingest": "raw_prices backfill, first day … day before",
+    "retrain": "one small retraining",
+    "cycle": "one daily cycle (4 assets, 1 session)",
+    "backfill": "daily_predictions backfill, 252 sessions, one run",
 }
 SMALL_MODEL = dict(
     n_trials=1,
@@ -95,13 +123,14 @@ def step(kind: str, name: str) -> dict:
     _, _, first, cutoff, day, backfill_first = SCENARIOS[name]
     defs = _defs()
     start = time.perf_counter()
-    if kind == "setup":
+    if kind == "ingest":
+        previous = (dt.date.fromisoformat(day) - dt.timedelta(days=1)).isoformat()
+        _range(defs.resolve_job_def("ingest_prices"), first, previous)
+    elif kind == "retrain":
         from dagster import DagsterInstance
 
         from stock_assets.commands.retrain import retrain
 
-        previous = (dt.date.fromisoformat(day) - dt.timedelta(days=1)).isoformat()
-        _range(defs.resolve_job_def("ingest_prices"), first, previous)
         outcome = retrain(
             defs,
             DagsterInstance.get(),
@@ -145,33 +174,70 @@ def step(kind: str, name: str) -> dict:
     }
 
 
+def _child(kind: str, name: str, env: dict, profile: Path | None = None) -> dict | str:
+    cmd = [sys.executable, __file__, kind, name]
+    if profile is not None:
+        cmd = ["py-spy", "record", "-f", "raw", "-r", "20", "-o", str(profile), "--", *cmd]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    line = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
+    if out.returncode or not line:
+        return out.stderr[-3000:]
+    return json.loads(line[0][7:])
+
+
+def hot_functions(raw: Path, top: int = 4) -> list[tuple[str, float]]:
+    """Share of samples per platform function, counted at the deepest stock_assets frame of
+    each sample (where our code spends or hands off the time)."""
+    counts: dict[str, int] = {}
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, n = line.rsplit(" ", 1)
+        total += int(n)
+        ours = [f for f in stack.split(";") if "/stock_assets/" in f and "bench/" not in f]
+        if ours:
+            name = ours[-1].split(" (")[0] + " (" + ours[-1].split("/stock_assets/")[-1]
+            name = name.rsplit(":", 1)[0] + ")"
+            counts[name] = counts.get(name, 0) + int(n)
+    ranked = sorted(counts.items(), key=lambda kv: -kv[1])[:top]
+    return [(name, n / max(total, 1)) for name, n in ranked]
+
+
+def _target(kind: str, name: str, fig: dict) -> str:
+    seconds, mib = TARGETS.get((kind, name), (None, None))
+    if seconds is None:
+        return ""
+    ok = fig["seconds"] <= seconds and (mib is None or fig["peak_rss_mib"] <= mib)
+    rss = f", RSS ≤ {mib} MiB" if mib else ""
+    return f"   target ≤ {seconds} s{rss}: {'met' if ok else 'MISSED'}"
+
+
 def main() -> None:
     if len(sys.argv) == 3:  # a measuring child process
         print("RESULT " + json.dumps(step(sys.argv[1], sys.argv[2])))
         return
-    for name in SCENARIOS:
+    names = SETS[os.environ.get("BENCH_SCENARIOS", "default")]
+    profile = os.environ.get("BENCH_PROFILE") == "1" and shutil.which("py-spy") is not None
+    for name in names:
         home = Path(tempfile.mkdtemp(prefix="stock-assets-daily-"))
         env = _env(name, home)
-        figures = {}
-        for kind in ("setup", "cycle", "backfill"):
-            out = subprocess.run(
-                [sys.executable, __file__, kind, name], env=env, capture_output=True, text=True
-            )
-            line = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
-            if out.returncode or not line:
-                print(f"{name} {kind} failed:\n{out.stderr[-3000:]}")
+        print(f"\n{name}  (state {home})", flush=True)
+        for kind in ("ingest", "retrain", "cycle", "backfill"):
+            fig = _child(kind, name, env)
+            if isinstance(fig, str):
+                print(f"  {kind} failed:\n{fig}")
                 break
-            figures[kind] = json.loads(line[0][7:])
+            print(
+                f"  {LABELS[kind]:<52}{fig['seconds']:7.1f} s   peak RSS "
+                f"{fig['peak_rss_mib']:6.0f} MiB{_target(kind, name, fig)}",
+                flush=True,
+            )
+            if profile and kind in ("cycle", "backfill"):
+                raw = home / f"{kind}.pyspy"
+                if not isinstance(_child(kind, name, env, raw), str) and raw.exists():
+                    hot = ", ".join(f"{f} {share:.0%}" for f, share in hot_functions(raw))
+                    print(f"    profile (py-spy, share of samples): {hot}", flush=True)
         stop = [str(Path(sys.executable).parent / "stock-assets"), "db", "stop"]
         subprocess.run(stop, env=env, capture_output=True)
-        print(f"\n{name}  (state {home})")
-        for kind, fig in figures.items():
-            label = {
-                "setup": "set-up: ingest + small retraining",
-                "cycle": "one daily cycle (4 assets, 1 session)",
-                "backfill": "daily_predictions backfill, 252 sessions, one run",
-            }[kind]
-            print(f"  {label:<52}{fig['seconds']:7.1f} s   peak RSS {fig['peak_rss_mib']:6.0f} MiB")
 
 
 if __name__ == "__main__":
