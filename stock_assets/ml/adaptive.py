@@ -68,7 +68,13 @@ def adapt(
         for row in seed.itertuples()
     }
     out_frames, state_rows = [], []
-    for day, rows in preds.sort_values(["as_of_date", "ticker"]).groupby("as_of_date", sort=True):
+    ordered = preds.sort_values(["as_of_date", "ticker"], ignore_index=True)
+    # each row's realized return and the row it is measured from, looked up once for all days
+    keys = pd.MultiIndex.from_frame(ordered[["as_of_date", "ticker"]])
+    r_all = realized["r"].reindex(keys).to_numpy(float)
+    prev_all = realized["previous"].reindex(keys).to_numpy()
+    for day, at in sorted(ordered.groupby("as_of_date").indices.items()):
+        rows = ordered.iloc[at]
         before = previous_session.get(day)
         tickers = rows["ticker"].to_list()
         alpha = np.empty(len(rows))
@@ -78,10 +84,7 @@ def adapt(
             alpha[i] = TARGET_MISCOVERAGE if last is None else last[1]
             if last is None or last[0] != before or (learn_after and last[0] <= learn_after):
                 continue
-            try:
-                r, prev = realized.at[(day, ticker), "r"], realized.at[(day, ticker), "previous"]
-            except KeyError:
-                continue
+            r, prev = r_all[at[i]], prev_all[at[i]]
             if prev == before and not np.isnan(r):
                 covered[i] = float(last[2] <= r <= last[3])
         alpha = aci_step(alpha, covered, gamma)
