@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from stock_assets.runtime.state import EVENT_LOG_ENV
+
 SCENARIOS = {
     # name: (source, tickers, first, cutoff, day, backfill_first)
     "2 tickers (sample)": ("sample", 2, "1999-01-04", "2017-12-29", "2018-12-31", "2018-01-02"),
@@ -83,6 +85,7 @@ def _env(name: str, home: Path) -> dict:
         MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false",
     )
     env.pop("STOCK_ASSETS_POSTGRES_URL", None)
+    env.update(EVENT_LOG_ENV)  # as the CLI runs: batched event writes
     if source == "synthetic":
         env.update(
             STOCK_ASSETS_SYNTHETIC_TICKERS=str(tickers),
@@ -99,22 +102,28 @@ def _defs():
 
     settings = load_settings()
     prepare(settings)
-    return build_definitions(dataclasses.replace(settings), retraining=SMALL_MODEL)
+    budget = {**SMALL_MODEL, **json.loads(os.environ.get("BENCH_RETRAINING", "{}"))}
+    return build_definitions(dataclasses.replace(settings), retraining=budget)
 
 
 def _range(job, first: str, last: str):
+    """One single-run backfill, as `stock-assets demo`/`replay` launch them (one planned event
+    per asset, batched event writes)."""
     from dagster import DagsterInstance
     from dagster._core.storage.tags import (
         ASSET_PARTITION_RANGE_END_TAG,
         ASSET_PARTITION_RANGE_START_TAG,
     )
 
-    result = job.execute_in_process(
-        instance=DagsterInstance.get(),
-        run_config=QUIET,
-        raise_on_error=False,
-        tags={ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last},
-    )
+    from stock_assets.commands.replay import one_planned_event_per_asset
+
+    with one_planned_event_per_asset():
+        result = job.execute_in_process(
+            instance=DagsterInstance.get(),
+            run_config=QUIET,
+            raise_on_error=False,
+            tags={ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last},
+        )
     assert result.success, [e.message for e in result.all_events if e.is_step_failure]
 
 
@@ -152,22 +161,12 @@ def step(kind: str, name: str) -> dict:
     elif kind == "cycle":
         _range(defs.resolve_job_def("daily_operations"), day, day)
     elif kind == "backfill":
-        from dagster import AssetKey, DagsterInstance
-        from dagster._core.storage.tags import (
-            ASSET_PARTITION_RANGE_END_TAG,
-            ASSET_PARTITION_RANGE_START_TAG,
-        )
+        from dagster import AssetKey
 
-        result = defs.resolve_job_def("daily_operations").execute_in_process(
-            instance=DagsterInstance.get(),
-            run_config=QUIET,
-            asset_selection=[AssetKey("daily_predictions"), AssetKey("interval_state")],
-            tags={
-                ASSET_PARTITION_RANGE_START_TAG: backfill_first,
-                ASSET_PARTITION_RANGE_END_TAG: day,
-            },
+        job = defs.resolve_job_def("daily_operations").get_subset(
+            asset_selection={AssetKey("daily_predictions"), AssetKey("interval_state")}
         )
-        assert result.success
+        _range(job, backfill_first, day)
     return {
         "seconds": time.perf_counter() - start,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
