@@ -148,6 +148,8 @@ def step(kind: str, name: str) -> dict:
             reason="benchmark",
             log_level="ERROR",
         )
+        if outcome.candidate_version is None:
+            raise RuntimeError(f"the retraining registered no candidate: {outcome.failure}")
         # serve the small learned model whatever the check said
         from stock_assets.defs.resources import PostgresResource
         from stock_assets.lifecycle.journal import move

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from stock_assets.ml.conformal import TARGET_MISCOVERAGE
-from stock_assets.ml.volatility import SIGMA_MEMORY, next_session_sigma, recent_rows
+from stock_assets.ml.volatility import next_session_sigma, recent_rows, sigma_memory
 
 NAIVE_WINDOW = 250  # sessions of scores behind each day's q: about one trading year
 
@@ -27,7 +27,7 @@ def naive_half_widths(
     """Half-width (log return) of the naive interval as of each (trade_date, ticker) whose
     trade_date is in `days`; NaN until a ticker has `window` scores. Reads only the rows the
     days' windows and σ̂ need (equal to the whole frame's to 1e-12), not every row."""
-    prices = recent_rows(prices, min(days), window + 1 + SIGMA_MEMORY)
+    prices = recent_rows(prices, min(days), window + 1 + sigma_memory())
     sigma = next_session_sigma(prices)
     frame = sigma.reset_index().sort_values(["ticker", "trade_date"], ignore_index=True)
     close = (

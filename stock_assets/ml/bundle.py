@@ -21,9 +21,9 @@ from stock_assets.ml.conformal import TARGET_MISCOVERAGE, quantile
 from stock_assets.ml.features import FEATURES, WARMUP, compute_features
 from stock_assets.ml.volatility import (
     EWMA_LAMBDA,
-    SIGMA_MEMORY,
     next_session_sigma,
     recent_rows,
+    sigma_memory,
 )
 
 NAIVE = "naive"
@@ -162,7 +162,11 @@ def predict_from_prices(
     keys = pd.MultiIndex.from_frame(frame[["trade_date", "ticker"]])
     last = closes.reindex(keys).to_numpy()
     r = frame["predicted_return"].to_numpy()
-    recent = prices if as_of is None else recent_rows(prices, min(as_of), SIGMA_MEMORY)
+    recent = (
+        prices
+        if as_of is None
+        else recent_rows(prices, min(as_of), sigma_memory(bundle.ewma_lambda))
+    )
     sigma = next_session_sigma(recent, bundle.ewma_lambda).reindex(keys).to_numpy()
     out = pd.DataFrame(
         {

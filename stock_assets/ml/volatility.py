@@ -14,13 +14,12 @@ filtered forward with those parameters, so each forecast uses returns up to its 
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 
 EWMA_LAMBDA = 0.90
-# rows σ̂ runs before the first forecast wanted: its start's weight is λⁿ = 0.9³⁰⁰ ≈ 2e-14, so
-# σ̂ from a frame's last rows equals σ̂ from its first (the daily cycle reads a few hundred)
-SIGMA_MEMORY = 300
 FLOOR = 1e-4  # a volatility below 0.01 % a day is a stale quote, not a calm market
 
 
@@ -70,6 +69,12 @@ def next_session_sigma(prices: pd.DataFrame, lam: float = EWMA_LAMBDA) -> pd.Ser
         names=["trade_date", "ticker"],
     )
     return pd.Series(sigma, index=index, name="sigma")
+
+
+def sigma_memory(lam: float = EWMA_LAMBDA) -> int:
+    """Rows σ̂ runs before the first forecast wanted so that its start's weight λⁿ is below
+    1e-14: σ̂ from a frame's last rows then equals σ̂ from its first (306 rows at λ = 0.90)."""
+    return math.ceil(math.log(1e-14) / math.log(lam))
 
 
 def recent_rows(prices: pd.DataFrame, first_day, rows: int) -> pd.DataFrame:
