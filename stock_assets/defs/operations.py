@@ -54,6 +54,7 @@ from stock_assets.ml.baselines import naive_half_widths, with_naive_interval
 from stock_assets.ml.charts import prediction_chart_markdown
 from stock_assets.ml.features import SERVING_HISTORY
 from stock_assets.ml.serving import SERVED_BY_MODEL, SERVED_BY_NAIVE, serve
+from stock_assets.ml.volatility import recent_rows
 from stock_assets.runtime import failpoints
 from stock_assets.storage import queries
 from stock_assets.storage.exports import export_predictions
@@ -78,10 +79,6 @@ def _empty(columns: tuple[str, ...]) -> pd.DataFrame:
 
 _PRICES = [RAW_PRICES.name, CORPORATE_ACTIONS.name]
 _DAY_BEFORE = TimeWindowPartitionMapping(start_offset=-1, end_offset=-1)
-
-
-def _since(prices: pd.DataFrame, day: dt.date | None) -> pd.DataFrame:
-    return prices if day is None else prices[prices["trade_date"] >= day]
 
 
 @multi_asset(
@@ -156,7 +153,7 @@ def daily_predictions(
     adapted, state = adapt(
         served.predictions,
         bundles,
-        realized_returns(_since(prices, previous[min(sessions)])),  # the returns ACI scores
+        realized_returns(recent_rows(prices, min(sessions), 1)),  # the returns ACI scores
         seed,
         previous,
         operations.aci_gamma,

@@ -461,22 +461,7 @@ def read_slice(
         )
         if order:
             query += sql.SQL(" ORDER BY {}").format(sql.SQL(", ").join(map(sql.Identifier, order)))
-        inner = cur.mogrify(query.as_string(conn), params).decode()
-        buf = io.BytesIO()
-        cur.copy_expert(f"COPY ({inner}) TO STDOUT WITH (FORMAT csv, HEADER)", buf)
-    conn.rollback()  # read-only: end the implicit transaction
-    buf.seek(0)
-    arrow = pacsv.read_csv(
-        buf,
-        convert_options=pacsv.ConvertOptions(
-            column_types={n: _ARROW_TYPES.get(t, pa.string()) for n, t in columns.items()},
-            strings_can_be_null=True,
-            quoted_strings_can_be_null=False,
-            true_values=["t"],
-            false_values=["f"],
-        ),
-    )
-    frame = arrow.to_pandas(coerce_temporal_nanoseconds=True)
+    frame = copy_frame(conn, query.as_string(conn), params, columns)
     for name, typ in columns.items():
         if typ == "JSONB":
             frame[name] = frame[name].map(lambda v: None if v is None else json.loads(v))
@@ -485,23 +470,25 @@ def read_slice(
 
 def copy_frame(conn: Any, query: str, params: Sequence[Any], types: dict[str, str]) -> pd.DataFrame:
     """A SELECT of the columns `types` (name → Postgres type) as a frame, through COPY and
-    Arrow: several times faster than a cursor's tuples for bulk reads (the daily cycle's
-    prices). DATE columns come back as datetime.date, like query_frame's."""
+    Arrow: several times faster than a cursor's tuples for bulk reads (slices, the daily
+    cycle's prices). DATE columns come back as datetime.date, like query_frame's."""
     with conn.cursor() as cur:
         inner = cur.mogrify(query, params).decode()
         buf = io.BytesIO()
         cur.copy_expert(f"COPY ({inner}) TO STDOUT WITH (FORMAT csv, HEADER)", buf)
-    conn.rollback()
+    conn.rollback()  # read-only: end the implicit transaction
     buf.seek(0)
     arrow = pacsv.read_csv(
         buf,
         convert_options=pacsv.ConvertOptions(
-            column_types={n: _ARROW_TYPES[t] for n, t in types.items()},
+            column_types={n: _ARROW_TYPES.get(t, pa.string()) for n, t in types.items()},
             strings_can_be_null=True,
             quoted_strings_can_be_null=False,
+            true_values=["t"],
+            false_values=["f"],
         ),
     )
-    return arrow.to_pandas()
+    return arrow.to_pandas(coerce_temporal_nanoseconds=True)
 
 
 def query_frame(conn: Any, query: str, params: Sequence[Any] = ()) -> pd.DataFrame:
