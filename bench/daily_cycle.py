@@ -4,7 +4,8 @@ one session) and a 252-session prediction backfill, for 2 real tickers, 500 synt
 (`BENCH_SCENARIOS=scale`, or `make bench-scale`) 5,000 synthetic ones.
 
 Each step runs in a fresh process, so its peak RSS is its own; wall time is measured inside,
-excluding interpreter start. `BENCH_PROFILE=1` reruns the cycle and the backfill under py-spy
+excluding interpreter start, loading the definitions and opening the instance (a run worker
+does both before its run starts). `BENCH_PROFILE=1` reruns the cycle and the backfill under py-spy
 and names the platform functions that held the most samples (the bottleneck).
 Targets (issue 16): 500 tickers — cycle ≤ 5 s with RSS ≤ 1 GiB, backfill ≤ 12.2 s;
 5,000 tickers — cycle ≤ 60 s with RSS ≤ 4 GiB.
@@ -107,10 +108,9 @@ def _defs():
     return build_definitions(dataclasses.replace(settings), retraining=budget)
 
 
-def _range(job, first: str, last: str):
+def _range(job, instance, first: str, last: str):
     """One single-run backfill, as `stock-assets demo`/`replay` launch them (one planned event
     per asset, batched event writes)."""
-    from dagster import DagsterInstance
     from dagster._core.storage.tags import (
         ASSET_PARTITION_RANGE_END_TAG,
         ASSET_PARTITION_RANGE_START_TAG,
@@ -120,7 +120,7 @@ def _range(job, first: str, last: str):
 
     with one_planned_event_per_asset():
         result = job.execute_in_process(
-            instance=DagsterInstance.get(),
+            instance=instance,
             run_config=QUIET,
             raise_on_error=False,
             tags={ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last},
@@ -131,19 +131,21 @@ def _range(job, first: str, last: str):
 def step(kind: str, name: str) -> dict:
     """Runs inside the measuring process."""
     _, _, first, cutoff, day, backfill_first = SCENARIOS[name]
+    from dagster import DagsterInstance
+
     defs = _defs()
+    # a run worker has its instance before the run starts, as it has its definitions
+    instance = DagsterInstance.get()
     start = time.perf_counter()
     if kind == "ingest":
         previous = (dt.date.fromisoformat(day) - dt.timedelta(days=1)).isoformat()
-        _range(defs.resolve_job_def("ingest_prices"), first, previous)
+        _range(defs.resolve_job_def("ingest_prices"), instance, first, previous)
     elif kind == "retrain":
-        from dagster import DagsterInstance
-
         from stock_assets.commands.retrain import retrain
 
         outcome = retrain(
             defs,
-            DagsterInstance.get(),
+            instance,
             cutoff=dt.date.fromisoformat(cutoff),
             reason="benchmark",
             log_level="ERROR",
@@ -162,14 +164,14 @@ def step(kind: str, name: str) -> dict:
                 reason="benchmark",
             )
     elif kind == "cycle":
-        _range(defs.resolve_job_def("daily_operations"), day, day)
+        _range(defs.resolve_job_def("daily_operations"), instance, day, day)
     elif kind == "backfill":
         from dagster import AssetKey
 
         job = defs.resolve_job_def("daily_operations").get_subset(
             asset_selection={AssetKey("daily_predictions"), AssetKey("interval_state")}
         )
-        _range(job, backfill_first, day)
+        _range(job, instance, backfill_first, day)
     return {
         "seconds": time.perf_counter() - start,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

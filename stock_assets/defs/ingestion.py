@@ -218,7 +218,9 @@ def _not_in(missing: pd.DataFrame, kept: pd.DataFrame) -> pd.DataFrame:
 
 def _partition_metadata(context, keys, bars, missing, n_tickers, sessions, market) -> None:
     chart = {}
-    if len(keys) <= market.chart_max_partitions and not bars.empty:
+    # a line needs two sessions: one point per ticker says nothing (and cost the daily cycle
+    # a matplotlib import and a render)
+    if len(keys) <= market.chart_max_partitions and bars["trade_date"].nunique() > 1:
         title = f"raw_prices {keys[0]} … {keys[-1]}"
         chart = {"price_chart": MetadataValue.md(price_chart_markdown(bars, title))}
     notes = partition_notes(keys, bars, missing, n_tickers, sessions, market.exchange)

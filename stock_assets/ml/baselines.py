@@ -28,30 +28,43 @@ def naive_half_widths(
     trade_date is in `days`; NaN until a ticker has `window` scores. Reads only the rows the
     days' windows and σ̂ need (equal to the whole frame's to 1e-12), not every row."""
     prices = recent_rows(prices, min(days), window + 1 + sigma_memory())
-    sigma = next_session_sigma(prices)
-    frame = sigma.reset_index().sort_values(["ticker", "trade_date"], ignore_index=True)
-    close = (
-        prices.assign(trade_date=pd.to_datetime(prices["trade_date"]).dt.date)
-        .set_index(["trade_date", "ticker"])["close"]
-        .astype(float)
-    )
-    log_close = np.log(close.reindex(pd.MultiIndex.from_frame(frame[["trade_date", "ticker"]])))
-    same = frame["ticker"].eq(frame["ticker"].shift())
+    sigma = next_session_sigma(prices)  # sorted by ticker, then trade_date
+    day = sigma.index.get_level_values("trade_date").to_numpy()
+    ticker = sigma.index.get_level_values("ticker").to_numpy()
+    # the rows in σ̂'s order (the same stable sort)
+    log_close = np.log(prices.sort_values(["ticker", "trade_date"])["close"].to_numpy(float))
+    s = sigma.to_numpy()
+    same = np.r_[False, ticker[1:] == ticker[:-1]]
     # the score of the return into row t, made with the σ̂ of row t-1: known at t's close
-    realized = np.where(same, log_close.to_numpy() - np.roll(log_close.to_numpy(), 1), np.nan)
-    made_with = frame["sigma"].shift().where(same).to_numpy()
-    frame["score"] = np.abs(realized) / made_with
-    dates = np.sort(frame["trade_date"].unique())
-    start = max(0, int(np.searchsorted(dates, min(days))) - window - 1)
-    frame = frame[frame["trade_date"] >= dates[start]]  # only the windows the days need
-    rank = math.ceil((window + 1) * (1 - alpha))  # conformal rank among `window` scores
-    level = (rank - 1) / (window - 1)
-    q = frame.groupby("ticker", sort=False)["score"].transform(
-        lambda s: s.rolling(window, min_periods=window).quantile(level, interpolation="higher")
-    )
-    frame["half"] = q * frame["sigma"]
-    wanted = frame[frame["trade_date"].isin(set(days))]
-    return wanted.set_index(["trade_date", "ticker"])["half"]
+    score = np.full(len(s), np.nan)
+    score[1:] = np.abs(np.diff(log_close)) / s[:-1]
+    score[~same] = np.nan
+    # a window holds only rows from `window` + 1 dates before the first day on, of one ticker
+    dates = np.sort(pd.unique(day))
+    cut = dates[max(0, int(np.searchsorted(dates, min(days))) - window - 1)]
+    kept = day >= cut
+    segment = np.cumsum(~same | (kept != np.r_[True, kept[:-1]]))  # a ticker's rows from cut on
+    wanted = np.flatnonzero(pd.Series(day).isin(set(days)).to_numpy())
+    first = wanted - window + 1
+    ok = (first >= 0) & (segment[np.maximum(first, 0)] == segment[wanted]) & (day[wanted] >= cut)
+    half = np.full(len(wanted), np.nan)
+    # the conformal rank among `window` scores, as pandas' rolling quantile (interpolation
+    # "higher") picks it: the same float arithmetic, so the same order statistic
+    rank = math.ceil((window + 1) * (1 - alpha))
+    x = (rank - 1) / (window - 1) * (window - 1)
+    k = int(x) + (x != int(x))
+    views = np.lib.stride_tricks.sliding_window_view(score, window) if len(s) >= window else None
+    rows = np.flatnonzero(ok)
+    for chunk in np.array_split(rows, max(1, len(rows) // 4096)):  # ≤ 8 MB of windows at once
+        if not len(chunk):
+            continue
+        scores = views[first[chunk]]
+        full = ~np.isnan(scores).any(axis=1)  # min_periods = window
+        q = np.full(len(chunk), np.nan)
+        q[full] = np.partition(scores[full], k, axis=1)[:, k]
+        half[chunk] = q * s[wanted[chunk]]
+    index = pd.MultiIndex.from_arrays([day[wanted], ticker[wanted]], names=["trade_date", "ticker"])
+    return pd.Series(half, index=index, name="half")
 
 
 def with_naive_interval(preds: pd.DataFrame, half: pd.Series) -> pd.DataFrame:

@@ -70,6 +70,16 @@ def test_small_run_gets_a_chart(stocks_url):
     assert record.asset_materialization.metadata["price_chart"].value.startswith("![raw_prices")
 
 
+def test_one_session_run_gets_no_chart(stocks_url):
+    """One point per ticker is not a chart; drawing it cost the daily cycle a matplotlib
+    import and a render."""
+    instance = DagsterInstance.ephemeral()
+    assert _run(_job(SYN, "2023-12-01"), "2024-01-16", "2024-01-16", instance).success
+    record = instance.fetch_materializations(AssetKey("raw_prices"), limit=1).records[0]
+    assert record.asset_materialization.metadata["rows"].value == 3
+    assert "price_chart" not in record.asset_materialization.metadata
+
+
 def _drop_raw_prices(url: str) -> None:
     with psycopg2.connect(url) as c, c.cursor() as cur:
         cur.execute("DROP TABLE raw_prices, corporate_actions CASCADE")

@@ -75,10 +75,24 @@ class SyntheticSource(PriceSource):
             )
 
     def fetch(self, tickers: Sequence[str], start: dt.date, end: dt.date) -> pd.DataFrame:
-        frames = [_path(self, t) for t in tickers]
-        frame = pd.concat(frames, ignore_index=True)
-        days = frame["trade_date"]
-        frame = frame[(days >= pd.Timestamp(start)) & (days <= pd.Timestamp(end))]
+        # one frame of the asked slices, not one frame per ticker (a day of 5,000 tickers
+        # built 5,000 frames of their whole paths)
+        sessions = _sessions(self.start, self.end, self.exchange)
+        lo, hi = (
+            sessions.searchsorted(pd.Timestamp(start)),
+            sessions.searchsorted(pd.Timestamp(end), side="right"),
+        )
+        paths = [_path(self, t) for t in tickers]
+        if not paths:
+            return conform(pd.DataFrame({c: [] for c in ("trade_date", "ticker", *_PATH_COLUMNS)}))
+        columns = {c: np.concatenate([p[c][lo:hi] for p in paths]) for c in _PATH_COLUMNS}
+        frame = pd.DataFrame(
+            {
+                "trade_date": np.tile(sessions[lo:hi].to_numpy(), len(tickers)),
+                "ticker": np.repeat(np.asarray(tickers, dtype=object), hi - lo),
+                **columns,
+            }
+        )
         return conform(frame)
 
 
@@ -87,8 +101,12 @@ def _sessions(start: dt.date, end: dt.date, exchange: str) -> pd.DatetimeIndex:
     return pd.DatetimeIndex(sessions_between(start, end, exchange))  # once, not per ticker
 
 
-@lru_cache(maxsize=2048)
-def _path(source: SyntheticSource, ticker: str) -> pd.DataFrame:
+_PATH_COLUMNS = ("open", "high", "low", "close", "volume", "dividend", "split_ratio")
+
+
+@lru_cache(maxsize=8192)
+def _path(source: SyntheticSource, ticker: str) -> dict[str, np.ndarray]:
+    """A ticker's columns over every session of the source's span."""
     sessions = _sessions(source.start, source.end, source.exchange)
     n = len(sessions)
     rng = np.random.default_rng([source.seed, zlib.crc32(ticker.encode())])
@@ -127,16 +145,12 @@ def _path(source: SyntheticSource, ticker: str) -> pd.DataFrame:
     high = np.maximum(open_, close) * (1 + wick[0])
     low = np.minimum(open_, close) * (1 - wick[1])
     volume = rng.integers(1_000_000, 10_000_000, n) * shares_factor
-    return pd.DataFrame(
-        {
-            "trade_date": sessions,
-            "ticker": ticker,
-            "open": open_,
-            "high": high,
-            "low": low,
-            "close": close,
-            "volume": volume,
-            "dividend": dividend,
-            "split_ratio": ratio,
-        }
-    )
+    return {
+        "open": open_,
+        "high": high,
+        "low": low,
+        "close": close,
+        "volume": volume,
+        "dividend": dividend,
+        "split_ratio": ratio,
+    }
