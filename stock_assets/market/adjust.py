@@ -43,23 +43,24 @@ def actions_of(frame: pd.DataFrame) -> pd.DataFrame:
 def _factors(prices: pd.DataFrame, actions: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """Per row of `prices` (sorted by ticker, trade_date): the price and volume multipliers."""
     n = len(prices)
+    if not len(actions):  # nothing to scale (the usual day): no per-ticker sums
+        return np.ones(n), np.ones(n)
     log_k, log_s = np.zeros(n), np.zeros(n)
-    if len(actions):
-        keys = pd.MultiIndex.from_frame(prices[["trade_date", "ticker"]])
-        acts = actions.set_index(["trade_date", "ticker"])
-        missing = acts.index.difference(keys)
-        if len(missing):
-            day, ticker = missing[0]
-            raise ValueError(
-                f"corporate action of {ticker} on {day} has no price row that day: "
-                "its adjustment factor needs the ex-date close"
-            )
-        pos = keys.get_indexer(acts.index)
-        close = prices["close"].to_numpy(float)[pos]
-        s = acts["split_ratio"].to_numpy(float)
-        d = acts["dividend"].to_numpy(float)
-        log_k[pos] = np.log(close) - np.log(s * (close + d))
-        log_s[pos] = np.log(s)
+    keys = pd.MultiIndex.from_frame(prices[["trade_date", "ticker"]])
+    acts = actions.set_index(["trade_date", "ticker"])
+    missing = acts.index.difference(keys)
+    if len(missing):
+        day, ticker = missing[0]
+        raise ValueError(
+            f"corporate action of {ticker} on {day} has no price row that day: "
+            "its adjustment factor needs the ex-date close"
+        )
+    pos = keys.get_indexer(acts.index)
+    close = prices["close"].to_numpy(float)[pos]
+    s = acts["split_ratio"].to_numpy(float)
+    d = acts["dividend"].to_numpy(float)
+    log_k[pos] = np.log(close) - np.log(s * (close + d))
+    log_s[pos] = np.log(s)
     tickers = prices["ticker"].to_numpy()
 
     def after(values: np.ndarray) -> np.ndarray:
