@@ -37,10 +37,11 @@ format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-# bench/api_load.py drives Debian's wrk.
-bench-tools:
+# bench/api_load.py drives Debian's wrk; bench/daily_cycle.py profiles with py-spy.
+bench-tools: install
 	@command -v wrk >/dev/null || { $(SUDO) apt-get update -q && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q wrk; }
+	@test -x $(BIN)/py-spy || $(BIN)/pip install -q "py-spy>=0.3"
 
 bench: install bench-tools
 	$(BIN)/python bench/backfill_vs_floor.py

@@ -6,7 +6,8 @@ one session) and a 252-session prediction backfill, for 2 real tickers, 500 synt
 Each step runs in a fresh process, so its peak RSS is its own; wall time is measured inside,
 excluding interpreter start, loading the definitions and opening the instance (a run worker
 does both before its run starts). `BENCH_PROFILE=1` reruns the cycle and the backfill under py-spy
-and names the platform functions that held the most samples (the bottleneck).
+and names the platform functions that held the most samples (the bottleneck), and names for
+every step the functions running when its peak RSS grew.
 Targets (issue 16): 500 tickers — cycle ≤ 5 s with RSS ≤ 1 GiB, backfill ≤ 12.2 s;
 5,000 tickers — cycle ≤ 60 s with RSS ≤ 4 GiB.
 """
@@ -20,6 +21,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -74,6 +76,13 @@ SMALL_MODEL = dict(
     architectures=["lstm"],
     min_common_window=5,
 )
+# `make bench-tools` installs it into the virtualenv, which need not be on PATH
+PY_SPY = shutil.which(
+    "py-spy", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+)
+# the same day run again rewrites the same partitions: a short step on a shared machine varies
+# by ±10 %, so the cycle's figure is the median of a few runs (each in its own process)
+CYCLE_RUNS = int(os.environ.get("BENCH_CYCLE_RUNS", "3"))
 QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
 
 
@@ -128,8 +137,50 @@ def _range(job, instance, first: str, last: str):
     assert result.success, [e.message for e in result.all_events if e.is_step_failure]
 
 
+def _rss_mib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _where(frame) -> str:
+    """The deepest platform function on a stack (where our code holds the memory)."""
+    name = "(outside stock_assets)"
+    while frame is not None:
+        path = frame.f_code.co_filename
+        if "/stock_assets/" in path and "/stock_assets_tests/" not in path:
+            return f"{frame.f_code.co_name} ({path.split('/stock_assets/', 1)[1]})"
+        frame = frame.f_back
+    return name
+
+
+def _peak_growth(stop: threading.Event, growth: dict[str, float]) -> None:
+    """Attribute each rise of the peak RSS to the platform function running then (sampled
+    every 0.1 s): where the peak is made, not where memory is merely touched."""
+    main = threading.main_thread().ident
+    peak = _rss_mib()
+    while not stop.wait(0.1):
+        now = _rss_mib()
+        if now > peak:
+            name = _where(sys._current_frames().get(main))
+            growth[name] = growth.get(name, 0.0) + now - peak
+            peak = now
+
+
 def step(kind: str, name: str) -> dict:
     """Runs inside the measuring process."""
+    if os.environ.get("BENCH_PROFILE") == "1":
+        stop, growth = threading.Event(), {}
+        sampler = threading.Thread(target=_peak_growth, args=(stop, growth), daemon=True)
+        sampler.start()
+        out = _step(kind, name)
+        stop.set()
+        sampler.join()
+        out["peak_growth"] = sorted(growth.items(), key=lambda kv: -kv[1])[:4]
+        return out
+    return _step(kind, name)
+
+
+def _step(kind: str, name: str) -> dict:
     _, _, first, cutoff, day, backfill_first = SCENARIOS[name]
     from dagster import DagsterInstance
 
@@ -181,7 +232,7 @@ def step(kind: str, name: str) -> dict:
 def _child(kind: str, name: str, env: dict, profile: Path | None = None) -> dict | str:
     cmd = [sys.executable, __file__, kind, name]
     if profile is not None:
-        cmd = ["py-spy", "record", "-f", "raw", "-r", "20", "-o", str(profile), "--", *cmd]
+        cmd = [PY_SPY, "record", "-f", "raw", "-r", "20", "-o", str(profile), "--", *cmd]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True)
     line = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
     if out.returncode or not line:
@@ -220,21 +271,30 @@ def main() -> None:
         print("RESULT " + json.dumps(step(sys.argv[1], sys.argv[2])))
         return
     names = SETS[os.environ.get("BENCH_SCENARIOS", "default")]
-    profile = os.environ.get("BENCH_PROFILE") == "1" and shutil.which("py-spy") is not None
+    profile = os.environ.get("BENCH_PROFILE") == "1" and PY_SPY is not None
     for name in names:
         home = Path(tempfile.mkdtemp(prefix="stock-assets-daily-"))
         env = _env(name, home)
         print(f"\n{name}  (state {home})", flush=True)
         for kind in ("ingest", "retrain", "cycle", "backfill"):
-            fig = _child(kind, name, env)
-            if isinstance(fig, str):
-                print(f"  {kind} failed:\n{fig}")
+            runs = [_child(kind, name, env) for _ in range(CYCLE_RUNS if kind == "cycle" else 1)]
+            failed = [r for r in runs if isinstance(r, str)]
+            if failed:
+                print(f"  {kind} failed:\n{failed[0]}")
                 break
+            fig = sorted(runs, key=lambda r: r["seconds"])[len(runs) // 2]  # the median run
+            spread = ""
+            if len(runs) > 1:
+                times = sorted(r["seconds"] for r in runs)
+                spread = f"   (median of {len(runs)}: {', '.join(f'{t:.1f}' for t in times)} s)"
             print(
                 f"  {LABELS[kind]:<52}{fig['seconds']:7.1f} s   peak RSS "
-                f"{fig['peak_rss_mib']:6.0f} MiB{_target(kind, name, fig)}",
+                f"{fig['peak_rss_mib']:6.0f} MiB{_target(kind, name, fig)}{spread}",
                 flush=True,
             )
+            if fig.get("peak_growth"):
+                grew = ", ".join(f"{f} +{mib:.0f} MiB" for f, mib in fig["peak_growth"])
+                print(f"    peak RSS grew in: {grew}", flush=True)
             if profile and kind in ("cycle", "backfill"):
                 raw = home / f"{kind}.pyspy"
                 if not isinstance(_child(kind, name, env, raw), str) and raw.exists():

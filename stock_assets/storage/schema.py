@@ -26,7 +26,8 @@ class AssetTable:
     # columns added after the table shipped, (name, Postgres type): an older state's table
     # gains them on its next write (older rows hold NULL there)
     added: tuple[tuple[str, str], ...] = ()
-    indexes: tuple[tuple[str, ...], ...] = ()  # for readers: the API's lookups
+    # for readers (the API's lookups); `+column`: INCLUDEd, a covering index (storage/writer.py)
+    indexes: tuple[tuple[str, ...], ...] = ()
 
     def metadata(self) -> dict:
         """The IO manager reads these from the asset's definition metadata."""
@@ -40,9 +41,13 @@ class AssetTable:
         return out
 
 
-# as traded; (ticker, trade_date): serving reads each ticker's newest rows (a bounded tail)
+# as traded; (ticker, trade_date) holding the bars: serving reads each ticker's newest rows (a
+# bounded tail) from the index alone, not one heap page per row (the table is in date order)
 RAW_PRICES = AssetTable(
-    "raw_prices", "trade_date", ("trade_date", "ticker"), indexes=(("ticker", "trade_date"),)
+    "raw_prices",
+    "trade_date",
+    ("trade_date", "ticker"),
+    indexes=(("ticker", "trade_date", "+open", "+high", "+low", "+close", "+volume"),),
 )
 CORPORATE_ACTIONS = AssetTable("corporate_actions", "trade_date", ("trade_date", "ticker"))
 # The naive baseline's 80 % interval (ml/baselines.py), scored next to the served one.

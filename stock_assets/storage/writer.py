@@ -231,18 +231,34 @@ def _create_table(
 
 
 def _ensure_index(cur: Any, table: str, columns: Sequence[str]) -> None:
-    """Create a declared index the table lacks (a table made before it was declared)."""
-    name = f"{table}_{'_'.join(columns)}_idx"
+    """Create a declared index the table lacks (a table made before it was declared).
+
+    Columns written `+name` are INCLUDEd (a covering index: readers get them from the index
+    alone); a covering index replaces a plain one on the same key columns.
+    """
+    key = [c for c in columns if not c.startswith("+")]
+    include = [c[1:] for c in columns if c.startswith("+")]
+    plain = f"{table}_{'_'.join(key)}_idx"
+    name = f"{table}_{'_'.join(key)}_cover_idx" if include else plain
     cur.execute("SELECT to_regclass(%s)", (f"{SCHEMA}.{name}",))
-    if cur.fetchone()[0] is None:
+    if cur.fetchone()[0] is not None:
+        return
+    statement = sql.SQL("CREATE INDEX {} ON {}.{} ({})").format(
+        sql.Identifier(name),
+        sql.Identifier(SCHEMA),
+        sql.Identifier(table),
+        sql.SQL(", ").join(map(sql.Identifier, key)),
+    )
+    if include:
+        statement += sql.SQL(" INCLUDE ({})").format(
+            sql.SQL(", ").join(map(sql.Identifier, include))
+        )
         cur.execute(
-            sql.SQL("CREATE INDEX {} ON {}.{} ({})").format(
-                sql.Identifier(name),
-                sql.Identifier(SCHEMA),
-                sql.Identifier(table),
-                sql.SQL(", ").join(map(sql.Identifier, columns)),
+            sql.SQL("DROP INDEX IF EXISTS {}.{}").format(
+                sql.Identifier(SCHEMA), sql.Identifier(plain)
             )
         )
+    cur.execute(statement)
 
 
 def _to_csv(frame: pd.DataFrame, columns: dict[str, str]) -> io.BytesIO:

@@ -164,3 +164,25 @@ def test_declared_indexes_come_with_the_table_and_reach_older_tables(conn):
         )
     assert "t_ix_old_ticker_trade_date_idx" in indexes("t_ix_old")
     assert len(read_slice(conn, "t_ix_old", Slice())) == 10
+
+
+def test_a_covering_index_replaces_the_plain_one_of_the_same_key(conn):
+    """`+column` entries are INCLUDEd: a reader gets them from the index alone. A table that
+    has the plain index gets the covering one on its next write, and the plain one goes."""
+
+    def definitions(table: str) -> dict[str, str]:
+        rows = query(
+            conn.dsn, "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = %s", (table,)
+        )
+        return dict(rows)
+
+    plain, covering = (("ticker", "trade_date"),), (("ticker", "trade_date", "+close"),)
+    replace_slice(conn, "t_cov", _frame(DAYS[:2]), _window(DAYS[0], DAYS[1]), PK, indexes=plain)
+    assert "t_cov_ticker_trade_date_idx" in definitions("t_cov")
+    replace_slice(conn, "t_cov", _frame(DAYS[2:]), _window(DAYS[2], DAYS[-1]), PK, indexes=covering)
+    found = definitions("t_cov")
+    assert "t_cov_ticker_trade_date_idx" not in found
+    assert found["t_cov_ticker_trade_date_cover_idx"].endswith(
+        "(ticker, trade_date) INCLUDE (close)"
+    )
+    assert len(read_slice(conn, "t_cov", Slice())) == 10
