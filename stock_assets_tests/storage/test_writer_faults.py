@@ -15,7 +15,7 @@ import pytest
 
 from stock_assets.storage.writer import Timeouts, WriterBusy, replace_slice
 from stock_assets_tests.conftest import query
-from stock_assets_tests.storage.writer_proc import day_slice, rows
+from stock_assets_tests.storage.writer_proc import APPLICATION, day_slice, rows
 
 CHILD = [sys.executable, "-m", "stock_assets_tests.storage.writer_proc"]
 
@@ -41,6 +41,17 @@ def _tags(url: str, table: str, first: int, last: int) -> list[tuple]:
         "WHERE trade_date >= %s AND trade_date < %s GROUP BY 1, 2",
         (where.start, where.end),
     )
+
+
+def _until_server_ended_writers(url: str, timeout: float = 30.0) -> None:
+    """The server ends a killed client's session once it has finished (committed or rolled
+    back) what the client sent: only then is the slice's outcome settled."""
+    deadline = time.monotonic() + timeout
+    while query(
+        url, "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", (APPLICATION,)
+    ) != [(0,)]:
+        assert time.monotonic() < deadline, "the killed writer's session did not end"
+        time.sleep(0.05)
 
 
 def test_a_writer_behind_a_held_lock_fails_clearly_and_writes_nothing(conn, stocks_url):
@@ -103,6 +114,7 @@ def test_sigkilled_writers_leave_each_slice_old_or_new(conn, stocks_url):
         time.sleep(rng.uniform(0, 1.3 * write_seconds))  # before, during or after the COPY
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=60)
+        _until_server_ended_writers(stocks_url)  # a COMMIT sent before the kill may still land
         (tag,) = [t for t in _tags(stocks_url, "killed", 0, SLICE_DAYS)]  # one version only
         assert tag[2:] == (SLICE_DAYS * SLICE_TICKERS,) * 2, f"kill {kill}: partial slice {tag}"
         assert tag[1] in (version, kill + 1), f"kill {kill}: {tag}"

@@ -19,6 +19,7 @@ import psycopg2
 from stock_assets.storage.writer import Slice, Timeouts, replace_slice
 
 DAY0 = dt.date(2024, 1, 1)
+APPLICATION = "writer_proc"  # the parent waits for the server to end a killed writer's session
 
 
 def rows(first_day: int, last_day: int, tickers: int, writer: str, version: int) -> pd.DataFrame:
@@ -57,7 +58,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--jitter", type=float, default=0.0)  # random sleep between writes
     args = parser.parse_args()
-    conn = psycopg2.connect(args.url)
+    conn = psycopg2.connect(args.url, application_name=APPLICATION)
     frames = [
         rows(*args.days, args.tickers, args.writer, args.version + i) for i in range(args.repeat)
     ]
