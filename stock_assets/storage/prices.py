@@ -234,7 +234,29 @@ def write_ingest(
         timeouts,
     )
     ensure_adjusted_view(conn)
+    if last > first:
+        settle(conn, TABLE)
     return len(bars)
+
+
+def settle(conn: Any, table: str) -> None:
+    """VACUUM (ANALYZE) after a range was written: until autovacuum gets to it, a freshly
+    loaded table has no statistics and no visibility map, so the next serving read fetches
+    every row from the heap (0.6 s of the first daily cycle after a 500-ticker backfill). Daily
+    one-session writes leave it to autovacuum. Best effort: a role that may not vacuum only
+    waits for autovacuum."""
+    import psycopg2
+    from psycopg2 import sql
+
+    conn.rollback()
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql.SQL("VACUUM (ANALYZE) {}").format(sql.Identifier(table)))
+    except psycopg2.Error:
+        pass
+    finally:
+        conn.autocommit = False
 
 
 def missing_since(conn: Any, since: dt.date) -> pd.DataFrame:
