@@ -243,12 +243,14 @@ def settle(conn: Any, table: str) -> None:
     """VACUUM (ANALYZE) after a range was written: until autovacuum gets to it, a freshly
     loaded table has no statistics and no visibility map, so the next serving read fetches
     every row from the heap (0.6 s of the first daily cycle after a 500-ticker backfill). Daily
-    one-session writes leave it to autovacuum. Best effort: a role that may not vacuum only
-    waits for autovacuum."""
+    one-session writes leave it to autovacuum. Best effort: a role that may not vacuum, or a
+    connection used as `with psycopg2.connect(...) as conn` (always in a transaction, where
+    VACUUM cannot run), only waits for autovacuum."""
     import psycopg2
     from psycopg2 import sql
 
     conn.rollback()
+    autocommit = conn.autocommit
     conn.autocommit = True
     try:
         with conn.cursor() as cur:
@@ -256,7 +258,8 @@ def settle(conn: Any, table: str) -> None:
     except psycopg2.Error:
         pass
     finally:
-        conn.autocommit = False
+        conn.rollback()  # the failed statement's transaction, if the connection opened one
+        conn.autocommit = autocommit
 
 
 def missing_since(conn: Any, since: dt.date) -> pd.DataFrame:
