@@ -28,8 +28,7 @@ from dagster._core.storage.tags import (  # noqa: E402
 from stock_assets.commands.retrain import retrain  # noqa: E402
 from stock_assets.definitions import build_definitions  # noqa: E402
 from stock_assets.defs.resources import PostgresResource  # noqa: E402
-from stock_assets.defs.retraining import _scaled  # noqa: E402
-from stock_assets.ml.dataset import build_panel  # noqa: E402
+from stock_assets.ml.dataset import build_panel, scaled_frame  # noqa: E402
 from stock_assets.ml.networks import Forecaster  # noqa: E402
 from stock_assets.ml.training import TrainConfig, tensors, train  # noqa: E402
 from stock_assets.runtime.state import prepare  # noqa: E402
@@ -112,7 +111,7 @@ def main() -> None:
 
     # throughput: the project's loop vs a bare loop, same tensors, same model, same batches
     processed, scalers = read("processed_features", key), read("scalers", key)
-    scaled, features, params = _scaled(processed, scalers)
+    scaled, features, params = scaled_frame(processed, scalers)
     config = TrainConfig(**tuned.params, max_epochs=3, patience=99)
     panel = build_panel(scaled, features, sorted(params))
     ends_train = panel.ends("train", config.seq_len)
