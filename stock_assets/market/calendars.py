@@ -58,10 +58,12 @@ def _table(exchange: str) -> _Table:
     )
     try:  # whole or not at all: written aside, then renamed
         path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npz", delete=False) as tmp:
+        with tempfile.NamedTemporaryFile(
+            dir=path.parent, prefix=f"{exchange}-", suffix=".npz", delete=False
+        ) as tmp:
             np.savez(tmp, sessions=table.sessions, closes=table.closes, tz=np.array(table.tz))
         os.replace(tmp.name, path)
-        for old in path.parent.glob(f"{exchange}-*.npz"):  # earlier days' tables
+        for old in path.parent.glob(f"{exchange}-*.npz"):  # earlier days' tables, stray temps
             if old != path:
                 old.unlink(missing_ok=True)
     except OSError:
