@@ -31,6 +31,7 @@ from dagster._core.storage.tags import (
 )
 
 from stock_assets.defs.metadata import frame_md
+from stock_assets.defs.partition_metadata import add_partition_metadata
 from stock_assets.defs.partitions import trading_days
 from stock_assets.defs.resources import (
     MarketResource,
@@ -224,8 +225,7 @@ def _partition_metadata(context, keys, bars, missing, n_tickers, sessions, marke
         title = f"raw_prices {keys[0]} … {keys[-1]}"
         chart = {"price_chart": MetadataValue.md(price_chart_markdown(bars, title))}
     notes = partition_notes(keys, bars, missing, n_tickers, sessions, market.exchange)
-    for key, note in notes.items():
-        context.add_asset_metadata({**note, **chart}, asset_key=RAW, partition_key=key)
+    add_partition_metadata(context, {k: {**note, **chart} for k, note in notes.items()}, RAW)
 
 
 def rejected_rows(rejected: pd.DataFrame, run_id: str) -> pd.DataFrame:

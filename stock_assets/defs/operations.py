@@ -27,6 +27,7 @@ from dagster import (
     multi_asset,
 )
 
+from stock_assets.defs.partition_metadata import add_partition_metadata
 from stock_assets.defs.partitions import trading_days
 from stock_assets.defs.resources import (
     MarketResource,
@@ -174,25 +175,23 @@ def daily_predictions(
     notes = prediction_notes(context.partition_keys, frame, targets, served.missing)
     state_by_day = {d: rows for d, rows in state.groupby("trade_date")}  # once, not per key
     no_state = state.iloc[0:0]
+    held: dict[str, dict] = {}
     for key, note in notes.items():
         note.update(model_version=production.version, model_kind=production.kind)
         if dt.date.fromisoformat(key) in served.fallback_days:
             note["served_by"] = (
                 f"naive fallback: the {bundle.kind} model needs every ticker and some are missing"
             )
-        context.add_asset_metadata(note, asset_key=DAILY_PREDICTIONS.name, partition_key=key)
         day = state_by_day.get(dt.date.fromisoformat(key), no_state)
-        context.add_asset_metadata(
-            {
-                "tickers": len(day),
-                "mean_alpha": float(day["alpha"].mean()) if len(day) else float("nan"),
-                "held_yesterday": int((day["covered"] == 1).sum()),
-                "missed_yesterday": int((day["covered"] == 0).sum()),
-                "aci_gamma": operations.aci_gamma,
-            },
-            asset_key=INTERVAL_STATE.name,
-            partition_key=key,
-        )
+        held[key] = {
+            "tickers": len(day),
+            "mean_alpha": float(day["alpha"].mean()) if len(day) else float("nan"),
+            "held_yesterday": int((day["covered"] == 1).sum()),
+            "missed_yesterday": int((day["covered"] == 0).sum()),
+            "aci_gamma": operations.aci_gamma,
+        }
+    add_partition_metadata(context, notes, DAILY_PREDICTIONS.name)
+    add_partition_metadata(context, held, INTERVAL_STATE.name)
     yield Output(state, output_name=INTERVAL_STATE.name)  # first: the graph's order
     yield Output(frame, output_name=DAILY_PREDICTIONS.name)
 
@@ -233,6 +232,7 @@ def performance_log(
     rows = pd.concat([earlier, frame], ignore_index=True) if len(earlier) else frame
     summaries = summaries_by_session(rows, sessions, history, operations.rolling_window)
     chart = len(context.partition_keys) <= CHART_MAX_PARTITIONS and len(frame) > 0
+    by_partition: dict[str, dict] = {}
     for key in context.partition_keys:
         day = dt.date.fromisoformat(key)
         metadata: dict = {"scored": int((frame["trade_date"] == day).sum())}
@@ -244,7 +244,8 @@ def performance_log(
             metadata["predicted_vs_actual"] = MetadataValue.md(
                 prediction_chart_markdown(rows, f"predicted vs actual to {key}")
             )
-        context.add_asset_metadata(metadata, partition_key=key)
+        by_partition[key] = metadata
+    add_partition_metadata(context, by_partition)
     return frame
 
 
