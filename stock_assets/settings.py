@@ -415,11 +415,32 @@ class AlertSettings(Section):
     timeout: float = setting(
         "STOCK_ASSETS_ALERT_TIMEOUT", 10.0, "Seconds per delivery attempt.", _float
     )
+    retry_max_seconds: float = setting(
+        "STOCK_ASSETS_ALERT_RETRY_MAX_SECONDS",
+        3600.0,
+        "A failed delivery is retried after 60 s, doubling up to this.",
+        _float,
+    )
+    give_up_hours: float = setting(
+        "STOCK_ASSETS_ALERT_GIVE_UP_HOURS",
+        72.0,
+        "An alert no channel could deliver for this long is dropped (and says so).",
+        _float,
+    )
 
     def validate(self) -> AlertSettings:
         if self.smtp_host and not self.email_to:
             raise ValueError(
                 "STOCK_ASSETS_ALERT_SMTP_HOST is set but STOCK_ASSETS_ALERT_EMAIL_TO is empty"
+            )
+        if self.retry_max_seconds < 60:
+            raise ValueError(
+                "STOCK_ASSETS_ALERT_RETRY_MAX_SECONDS must be ≥ 60 (the first back-off), "
+                f"got {self.retry_max_seconds:g}"
+            )
+        if self.give_up_hours <= 0:
+            raise ValueError(
+                f"STOCK_ASSETS_ALERT_GIVE_UP_HOURS must be > 0, got {self.give_up_hours:g}"
             )
         return self
 

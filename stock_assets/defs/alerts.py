@@ -1,23 +1,29 @@
-"""Alert sensors: a failed run anywhere in the code location, and a failed check on raw_prices or
+"""Alert sensors: a failed run anywhere in the instance, and a failed check on raw_prices or
 candidate_model, become an email and/or a webhook call (`stock_assets.runtime.alerts`).
 
 Both default to RUNNING: with no channel configured an alert is only logged, so nothing needs
-setting up on a laptop. A delivery failure fails the sensor tick (visible in the UI) after the
-cursor has moved past what was delivered, so a broken mail server does not resend the rest.
+setting up on a laptop. Both read the instance's event log after their cursor, so a run launched
+by the CLI in its own process alerts like one the daemon launched. A channel that fails keeps
+its alert in the cursor (`Outbox`) and gets it again on later ticks with back-off; the tick says
+so, and each channel delivers each alert once.
 
 No `from __future__ import annotations` here: Dagster reads the context hints.
 """
 
+import json
+from collections.abc import Callable
+
 from dagster import (
     AssetKey,
     DagsterEventType,
+    DagsterInstance,
     DefaultSensorStatus,
+    EventLogRecord,
     EventRecordsFilter,
-    RunFailureSensorContext,
+    RunStatusChangeRecordsFilter,
     SensorDefinition,
     SensorEvaluationContext,
     SkipReason,
-    run_failure_sensor,
     sensor,
 )
 from dagster._core.storage.tags import (
@@ -27,7 +33,7 @@ from dagster._core.storage.tags import (
 )
 
 from stock_assets.defs.resources import AlertChannels
-from stock_assets.runtime.alerts import Alert, AlertDeliveryError, deliver
+from stock_assets.runtime.alerts import Alert, Outbox
 
 WATCHED_CHECKS = (AssetKey("raw_prices"), AssetKey("candidate_model"))
 BATCH = 200
@@ -51,26 +57,33 @@ def run_failure_alert_for(run_id: str, job_name: str, tags: dict, steps: list[st
     )
 
 
-@run_failure_sensor(
-    name="run_failure_alert",
-    default_status=DefaultSensorStatus.RUNNING,
-    description="Mails and/or posts every failed run of this code location.",
-)
-def run_failure_alert(context: RunFailureSensorContext, alerts: AlertChannels) -> None:
-    run = context.dagster_run
-    steps = [e.step_key for e in context.get_step_failure_events() if e.step_key]
+def _run_failure(instance: DagsterInstance, record: EventLogRecord) -> tuple[str, Alert]:
+    entry = record.event_log_entry
+    run = instance.get_run_by_id(entry.run_id)
+    failures = instance.all_logs(entry.run_id, of_type=DagsterEventType.STEP_FAILURE)
+    steps = [e.step_key for e in failures if e.step_key]
     messages = [
-        e.event_specific_data.error.message.strip()
-        for e in context.get_step_failure_events()
-        if e.event_specific_data and getattr(e.event_specific_data, "error", None)
+        data.error.message.strip()
+        for e in failures
+        if (data := e.dagster_event.event_specific_data) and getattr(data, "error", None)
     ]
-    if not messages and context.failure_event.message:
-        messages = [context.failure_event.message]
-    alert = run_failure_alert_for(
-        run.run_id, run.job_name, dict(run.tags), steps, "\n".join(messages)
+    if not messages and entry.dagster_event.message:
+        messages = [entry.dagster_event.message]
+    tags = dict(run.tags) if run else {}
+    job = run.job_name if run else entry.job_name
+    return f"run:{entry.run_id}", run_failure_alert_for(
+        entry.run_id, job, tags, steps, "\n".join(messages)
     )
-    channels = deliver(alert, alerts.settings())
-    context.log.info(f"alerted by {', '.join(channels) or 'log only'}: {alert.subject}")
+
+
+@sensor(
+    name="run_failure_alert",
+    minimum_interval_seconds=30,
+    default_status=DefaultSensorStatus.RUNNING,
+    description="Mails and/or posts every failed run of the instance, whoever launched it.",
+)
+def run_failure_alert(context: SensorEvaluationContext, alerts: AlertChannels):
+    return _alert_tick(context, alerts, DagsterEventType.RUN_FAILURE, "failed run", _run_failure)
 
 
 def check_failure_alert_for(evaluation, run_id: str | None, partition: str | None) -> Alert:
@@ -94,6 +107,17 @@ def check_failure_alert_for(evaluation, run_id: str | None, partition: str | Non
     )
 
 
+def _check_failure(_: DagsterInstance, record: EventLogRecord) -> tuple[str, Alert] | None:
+    entry = record.event_log_entry
+    evaluation = entry.dagster_event.event_specific_data
+    if evaluation.passed or evaluation.asset_key not in WATCHED_CHECKS:
+        return None
+    partition = getattr(evaluation, "partition", None) or entry.dagster_event.partition
+    return f"check:{record.storage_id}", check_failure_alert_for(
+        evaluation, entry.run_id, partition
+    )
+
+
 @sensor(
     name="check_failure_alert",
     minimum_interval_seconds=60,
@@ -101,38 +125,73 @@ def check_failure_alert_for(evaluation, run_id: str | None, partition: str | Non
     description="Mails and/or posts failed checks on raw_prices and candidate_model.",
 )
 def check_failure_alert(context: SensorEvaluationContext, alerts: AlertChannels):
-    records = context.instance.get_event_records(
-        EventRecordsFilter(
-            event_type=DagsterEventType.ASSET_CHECK_EVALUATION,
-            after_cursor=int(context.cursor) if context.cursor else None,
-        ),
-        limit=BATCH if context.cursor else 1,
-        ascending=bool(context.cursor),
+    return _alert_tick(
+        context, alerts, DagsterEventType.ASSET_CHECK_EVALUATION, "failed check", _check_failure
     )
-    if not context.cursor:
-        # first tick: alert from now on, not on the whole history
-        newest = records[0].storage_id if records else 0
-        context.update_cursor(str(newest))
-        return SkipReason(f"watching check evaluations after event {newest}")
+
+
+def _alert_tick(
+    context: SensorEvaluationContext,
+    alerts: AlertChannels,
+    event_type: DagsterEventType,
+    what: str,
+    alert_for: Callable[[DagsterInstance, EventLogRecord], tuple[str, Alert] | None],
+) -> SkipReason:
+    """Retry what is waiting, then alert on the events after the cursor; the cursor keeps both
+    the last event seen and the alerts a channel has not delivered yet."""
+    after, outbox = _parse(context.cursor)
+    if after is None:  # first tick: alert from now on, not on the whole history
+        newest = _records(context.instance, event_type, None, limit=1, ascending=False)
+        after = newest[0].storage_id if newest else 0
+        context.update_cursor(_dump(after, outbox))
+        return SkipReason(f"watching {what}s after event {after}")
     cfg = alerts.settings()
-    sent, problems = 0, []
+    problems = outbox.retry_due(cfg)
+    records = _records(context.instance, event_type, after, limit=BATCH, ascending=True)
+    sent = 0
     for record in records:
-        entry = record.event_log_entry
-        evaluation = entry.dagster_event.event_specific_data
-        if evaluation.passed or evaluation.asset_key not in WATCHED_CHECKS:
-            context.update_cursor(str(record.storage_id))
-            continue
-        partition = getattr(evaluation, "partition", None) or entry.dagster_event.partition
-        alert = check_failure_alert_for(evaluation, entry.run_id, partition)
-        try:
-            deliver(alert, cfg)
+        made = alert_for(context.instance, record)
+        after = record.storage_id
+        if made is not None:
             sent += 1
-        except AlertDeliveryError as exc:
-            problems.append(str(exc))
-        context.update_cursor(str(record.storage_id))
+            if problem := outbox.send(*made, cfg):
+                problems.append(problem)
+    context.update_cursor(_dump(after, outbox))  # kept: a failed tick would drop this cursor
+    said = f"{sent} {what}(s) alerted" if sent else f"no {what}s"
     if problems:
-        raise AlertDeliveryError("; ".join(problems))
-    return SkipReason(f"{sent} failed check(s) alerted" if sent else "no failed checks")
+        context.log.error("alert delivery: " + "; ".join(problems))
+        waiting = f"{len(outbox.pending)} alert(s) waiting for a channel"
+        return SkipReason(f"{said}; {waiting}: " + "; ".join(problems)[:2000])
+    return SkipReason(said)
+
+
+def _records(
+    instance: DagsterInstance,
+    event_type: DagsterEventType,
+    after: int | None,
+    limit: int,
+    ascending: bool,
+) -> list[EventLogRecord]:
+    if event_type == DagsterEventType.RUN_FAILURE:  # run status events have their own query
+        changes = RunStatusChangeRecordsFilter(event_type, after_storage_id=after)
+        return list(
+            instance.fetch_run_status_changes(changes, limit=limit, ascending=ascending).records
+        )
+    events = EventRecordsFilter(event_type=event_type, after_cursor=after)
+    return list(instance.get_event_records(events, limit=limit, ascending=ascending))
+
+
+def _parse(cursor: str | None) -> tuple[int | None, Outbox]:
+    if not cursor:
+        return None, Outbox()
+    if cursor.isdigit():  # before alerts were retried: the last storage id alone
+        return int(cursor), Outbox()
+    state = json.loads(cursor)
+    return state["after"], Outbox.from_json(state.get("pending"))
+
+
+def _dump(after: int, outbox: Outbox) -> str:
+    return json.dumps({"after": after, "pending": outbox.to_json()}, default=str)
 
 
 ALERT_SENSORS: list[SensorDefinition] = [run_failure_alert, check_failure_alert]

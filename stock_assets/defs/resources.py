@@ -308,6 +308,8 @@ class AlertChannels(ConfigurableResource):
     email_to: list[str]
     webhook_url: str | None
     timeout: float
+    retry_max_seconds: float
+    give_up_hours: float
 
     @classmethod
     def of(cls, settings: AlertSettings) -> AlertChannels:

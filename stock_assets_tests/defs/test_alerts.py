@@ -14,7 +14,6 @@ from aiosmtpd.controller import Controller
 from dagster import (
     DagsterInstance,
     SkipReason,
-    build_run_status_sensor_context,
     build_sensor_context,
 )
 from dagster._core.storage.tags import (
@@ -26,7 +25,8 @@ from stock_assets.definitions import build_definitions
 from stock_assets.defs.alerts import check_failure_alert, run_failure_alert
 from stock_assets.defs.resources import AlertChannels
 from stock_assets.market.sources import CsvSource
-from stock_assets.runtime.alerts import Alert, AlertDeliveryError, deliver
+from stock_assets.runtime import alerts as alert_delivery
+from stock_assets.runtime.alerts import Alert, AlertDeliveryError, Outbox, deliver
 from stock_assets.settings import AlertSettings, load_settings
 from stock_assets_tests.servers import free_port
 
@@ -52,13 +52,18 @@ def smtp():
 @pytest.fixture
 def webhook():
     received: list[dict] = []
-    state = {"status": 204}
+    state = {"status": 204, "fail_next": 0}
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self):
             length = int(self.headers["Content-Length"])
-            received.append(json.loads(self.rfile.read(length)))
-            self.send_response(state["status"])
+            body = json.loads(self.rfile.read(length))
+            if state["fail_next"] > 0:  # an outage: refused, not received
+                state["fail_next"] -= 1
+                self.send_response(503)
+            else:
+                received.append(body)
+                self.send_response(state["status"])
             self.end_headers()
 
         def log_message(self, *args):
@@ -110,27 +115,90 @@ def _bad_ohlc_run(tmp_path: Path, instance: DagsterInstance):
     )
 
 
+def _tick(sensor, instance: DagsterInstance, cursor: str | None):
+    context = build_sensor_context(
+        instance=instance, cursor=cursor, resources={"alerts": _channels()}
+    )
+    return sensor(context), context.cursor
+
+
 def test_failed_run_is_mailed_and_posted(stocks_url, tmp_path, channels):
     mails, posts, _ = channels
     instance = DagsterInstance.ephemeral()
-    result = _bad_ohlc_run(tmp_path, instance)
+    _, cursor = _tick(run_failure_alert, instance, None)
+    result = _bad_ohlc_run(tmp_path, instance)  # launched in this process, as the CLI does
     assert not result.success
-    context = build_run_status_sensor_context(
-        sensor_name="run_failure_alert",
-        dagster_instance=instance,
-        dagster_run=result.dagster_run,
-        dagster_event=result.get_run_failure_event(),
-        resources={"alerts": _channels()},
-    ).for_run_failure()
-    run_failure_alert(context)
+    outcome, cursor = _tick(run_failure_alert, instance, cursor)
+    assert "1 failed run(s) alerted" in outcome.skip_message
     assert len(mails) == 1 and len(posts) == 1
     mail = mails[0]
     assert mail["Subject"] == "[stock_assets] run of ingest_prices (2024-01-02…2024-01-04) failed"
     assert mail["To"] == "ops@example.com, oncall@example.com"
     assert result.run_id in mail.get_content()
+    assert "tickers_complete" in mail.get_content()  # why: the blocking check's failure
     assert posts[0]["kind"] == "run_failure"
     assert posts[0]["details"]["run_id"] == result.run_id
     assert posts[0]["details"]["job"] == "ingest_prices"
+    _tick(run_failure_alert, instance, cursor)
+    assert len(mails) == 1 and len(posts) == 1  # once
+
+
+def test_a_webhook_outage_delays_alerts_and_each_arrives_once(
+    stocks_url, tmp_path, channels, monkeypatch
+):
+    """The webhook refuses twice, then answers: the failed checks and the failed run each reach
+    it exactly once, after back-off, and the mail (which worked) is not sent again."""
+    mails, posts, state = channels
+    now = [1_000_000.0]
+    monkeypatch.setattr(alert_delivery, "clock", lambda: now[0])
+    instance = DagsterInstance.ephemeral()
+    sensors = (check_failure_alert, run_failure_alert)
+    cursors = {s: _tick(s, instance, None)[1] for s in sensors}
+    result = _bad_ohlc_run(tmp_path, instance)
+    state["fail_next"] = 3  # 2 checks + 1 run in the first round
+    said = {}
+    for s in sensors:
+        said[s], cursors[s] = _tick(s, instance, cursors[s])
+    assert "2 failed check(s) alerted; 2 alert(s) waiting" in said[check_failure_alert].skip_message
+    assert "503" in said[check_failure_alert].skip_message
+    assert len(mails) == 3 and posts == []
+    state["fail_next"] = 3
+    now[0] += 30  # before the back-off: nothing is tried
+    for s in sensors:
+        _tick(s, instance, cursors[s])
+    assert state["fail_next"] == 3 and posts == []
+    now[0] += 31  # past 60 s: tried again, refused again (back-off doubles)
+    for s in sensors:
+        said[s], cursors[s] = _tick(s, instance, cursors[s])
+    assert state["fail_next"] == 0 and posts == []
+    assert "attempt 2, retrying in 120 s" in said[run_failure_alert].skip_message
+    now[0] += 121
+    for s in sensors:
+        said[s], cursors[s] = _tick(s, instance, cursors[s])
+    assert said[check_failure_alert].skip_message == "no failed checks"
+    assert sorted(p["details"].get("check", "run") for p in posts) == [
+        "ohlc_consistent",
+        "run",
+        "tickers_complete",
+    ]
+    assert {p["details"]["run_id"] for p in posts} == {result.run_id}
+    now[0] += 10_000
+    for s in sensors:
+        _tick(s, instance, cursors[s])
+    assert len(posts) == 3 and len(mails) == 3  # each alert once per channel
+
+
+def test_an_alert_no_channel_takes_is_dropped_loudly_after_the_give_up_time(channels, monkeypatch):
+    _, posts, state = channels
+    monkeypatch.setenv("STOCK_ASSETS_ALERT_GIVE_UP_HOURS", "1")
+    monkeypatch.delenv("STOCK_ASSETS_ALERT_SMTP_HOST")
+    cfg = AlertSettings.from_env()
+    outbox = Outbox()
+    state["fail_next"] = 100
+    assert "retrying in 60 s" in outbox.send("k", Alert("run_failure", "s", "b"), cfg, now=0.0)
+    said = outbox.retry_due(cfg, now=3600.0)
+    assert outbox.pending == [] and "k: dropped after 2 attempts over 1 h" in said[0]
+    assert posts == []
 
 
 def test_failed_checks_are_alerted_once_from_the_first_tick_on(stocks_url, tmp_path, channels):
@@ -138,6 +206,7 @@ def test_failed_checks_are_alerted_once_from_the_first_tick_on(stocks_url, tmp_p
     instance = DagsterInstance.ephemeral()
     first = build_sensor_context(instance=instance, resources={"alerts": _channels()})
     assert isinstance(check_failure_alert(first), SkipReason)
+    assert json.loads(first.cursor)["pending"] == []
     result = _bad_ohlc_run(tmp_path, instance)
     failed = [e for e in result.get_asset_check_evaluations() if not e.passed]
     assert [e.check_name for e in failed] == ["ohlc_consistent", "tickers_complete"]
