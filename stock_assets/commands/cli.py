@@ -124,6 +124,37 @@ def dev(dagster_port: int, mlflow_port: int, api_port: int) -> None:
     sys.exit(code)
 
 
+@main.command(
+    "mlflow-server",
+    context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
+    help="The MLflow tracking server with authentication (deployment): writes the auth config "
+    "from the environment, creates the platform's and the API's users, then runs `mlflow server "
+    "--app-name basic-auth ARGS`.",
+)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def mlflow_server(args: tuple[str, ...]) -> None:
+    import os
+
+    from stock_assets.runtime.mlflow_auth import (
+        AuthSetup,
+        ensure_users,
+        server_command,
+        write_auth_config,
+    )
+
+    try:
+        setup = AuthSetup.from_env()
+        for line in ensure_users(setup, os.environ.get("MLFLOW_BACKEND_STORE_URI")):
+            click.echo(f"mlflow-server: {line}")
+    except ValueError as exc:
+        _fail(str(exc))
+    except Exception as exc:  # the user store unreachable or refusing: say which, no traceback
+        _fail(f"cannot prepare MLflow's user store: {type(exc).__name__}: {exc}")
+    command, env = server_command(write_auth_config(setup), list(args))
+    sys.stdout.flush()
+    os.execvpe(command[0], command, env)
+
+
 @main.command("tune-worker", help="Join a running retraining's Optuna study as an extra worker.")
 @click.option("--dataset-run", "key", required=True, help="Dataset run key, e.g. 2018-12-31.")
 @click.option(

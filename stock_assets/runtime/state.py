@@ -43,11 +43,20 @@ def tool_environment(settings: Settings, server: ServerUrl) -> dict[str, str]:
         # hangs without a word. The plain `dagster` CLI takes `-m stock_assets.definitions`.
         "STOCK_ASSETS_DAGSTER_PG_URL": server.for_db("dagster", driver="psycopg2"),
         "STOCK_ASSETS_DB_URL": server.for_db("stocks"),
-        "MLFLOW_TRACKING_URI": server.for_db("mlflow", driver="psycopg2"),
+        "MLFLOW_TRACKING_URI": _tracking_uri(server),
         "MLFLOW_DISABLE_TELEMETRY": "true",
         **EVENT_LOG_ENV,
         **_activation(),
     }
+
+
+def _tracking_uri(server: ServerUrl) -> str:
+    """A tracking server the user set (http[s]://, e.g. an authenticated one) is kept; a store
+    URL is this function's own output for some state folder, so it is made again."""
+    chosen = os.environ.get("MLFLOW_TRACKING_URI", "")
+    if chosen.startswith(("http://", "https://")):
+        return chosen
+    return server.for_db("mlflow", driver="psycopg2")
 
 
 def _activation() -> dict[str, str]:
