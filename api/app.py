@@ -78,13 +78,13 @@ def create_app(config: ApiConfig | None = None) -> FastAPI:
 
     @app.exception_handler(DatabaseUnavailable)
     async def database_unavailable(request: Request, exc: DatabaseUnavailable) -> JSONResponse:
-        log.warning("%s %s: %s", request.method, request.url.path, exc)
-        return _problem(503, str(exc))
+        log.warning("%s %s: %s", request.method, request.url.path, exc)  # the detail: the log
+        return _problem(503, "database unavailable: try again shortly")
 
     @app.exception_handler(RegistryUnavailable)
     async def registry_unavailable(request: Request, exc: RegistryUnavailable) -> JSONResponse:
         log.warning("%s %s: %s", request.method, request.url.path, exc)
-        return _problem(503, f"the model registry is unavailable: {exc}")
+        return _problem(503, "model registry unavailable: try again shortly")
 
     @app.exception_handler(NotMaterialized)
     async def not_materialized(request: Request, exc: NotMaterialized) -> JSONResponse:

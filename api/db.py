@@ -14,6 +14,7 @@ import time
 from collections.abc import AsyncIterator, Hashable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 
@@ -100,6 +101,8 @@ class Database:
         statement_timeout_ms: int = 15_000,
     ) -> None:
         self._dsn = asyncpg_dsn(url)
+        parts = urlsplit(self._dsn)
+        self._where = f"{parts.hostname or 'local socket'}:{parts.port or 5432}{parts.path}"
         self._max_size = max_size
         self._timeout = timeout
         self._statement_timeout_ms = statement_timeout_ms
@@ -146,8 +149,9 @@ class Database:
             async with pool.acquire(timeout=self._timeout) as conn:
                 yield conn
         except _UNAVAILABLE as exc:
-            raise DatabaseUnavailable(
-                f"the stocks database is unavailable: {type(exc).__name__}: {exc}".rstrip(": ")
+            raise DatabaseUnavailable(  # for the log; clients get "database unavailable"
+                f"the stocks database at {self._where} is unavailable: "
+                f"{type(exc).__name__}: {exc}".rstrip(": ")
             ) from exc
 
     # --- change detection ----------------------------------------------------------------------

@@ -147,7 +147,6 @@ class RegistryReader:
                 "start_time": dt.datetime.fromtimestamp(info.start_time / 1000, dt.UTC)
                 if info.start_time
                 else None,
-                "artifact_uri": info.artifact_uri,
             }
             if info.status not in _FINAL:  # a running run's status will change
                 return found

@@ -207,7 +207,6 @@ class MlflowRun(BaseModel):
     experiment_id: str | None
     status: str | None
     start_time: dt.datetime | None
-    artifact_uri: str | None
 
 
 class DatasetRun(BaseModel):

@@ -320,7 +320,8 @@ def test_production_model_and_promotions(api, seeded):
 
 
 def test_lineage_walks_from_prediction_to_raw_partitions(api, seeded):
-    body = _ok(api.get(f"/predictions/SYN000/{LAST}/lineage"))
+    lineage = api.get(f"/predictions/SYN000/{LAST}/lineage")
+    body = _ok(lineage)
     stored = _frame(
         seeded["url"],
         "SELECT mlflow_run_id FROM daily_predictions WHERE ticker = 'SYN000' AND as_of_date = %s",
@@ -331,7 +332,8 @@ def test_lineage_walks_from_prediction_to_raw_partitions(api, seeded):
     # FAILED when the tiny model lost the promotion check (it was promoted by hand)
     run = mlflow.MlflowClient().get_run(body["mlflow_run"]["run_id"]).info
     assert body["mlflow_run"]["status"] == run.status
-    assert body["mlflow_run"]["artifact_uri"] == run.artifact_uri
+    assert "artifact_uri" not in body["mlflow_run"]  # where models live is not the user's
+    assert run.artifact_uri not in lineage.text
     assert body["dataset_run"]["dataset_run_id"] == seeded["dataset_run"]
     assert body["dataset_run"]["reason"] == "api test"
     assert body["cutoff"] == str(CUTOFF)
@@ -402,9 +404,12 @@ def test_the_api_cannot_write(seeded):
         asyncio.run(attempt())
 
 
-def test_unreachable_database_is_503(tmp_path, seeded):
-    port = servers.free_port()
-    dead = f"postgresql://postgres@127.0.0.1:{servers.free_port()}/stocks"
+INTERNALS = ("127.0.0.1", "postgres", "asyncpg", "psycopg", "Errno", "refused", "Connect")
+
+
+def test_unreachable_database_is_503_in_user_terms(tmp_path, seeded):
+    port, dead_port = servers.free_port(), servers.free_port()
+    dead = f"postgresql://postgres@127.0.0.1:{dead_port}/stocks"
     server = servers.uvicorn_api(
         port, tmp_path / "api.log", {"STOCK_ASSETS_API_DB_URL": dead, "MLFLOW_TRACKING_URI": ""}
     )
@@ -412,9 +417,33 @@ def test_unreachable_database_is_503(tmp_path, seeded):
         for path in ("/health", "/predictions/latest", "/tickers/SYN000/predictions"):
             response = httpx.get(server.base_url + path, timeout=30)
             assert response.status_code == 503, response.text
-            assert "stocks database is unavailable" in response.json()["detail"]
+            assert response.json() == {"detail": "database unavailable: try again shortly"}
+            assert not [word for word in (*INTERNALS, str(dead_port)) if word in response.text]
     finally:
         server.stop()
+    assert f"127.0.0.1:{dead_port}" in server.output() or str(dead_port) in server.output()
+
+
+def test_unreachable_registry_is_503_in_user_terms(tmp_path, seeded):
+    port, dead_port = servers.free_port(), servers.free_port()
+    dead = f"postgresql+psycopg2://mlflow:secret@127.0.0.1:{dead_port}/mlflow"
+    server = servers.uvicorn_api(
+        port,
+        tmp_path / "api.log",
+        {
+            "STOCK_ASSETS_API_DB_URL": seeded["url"],
+            "MLFLOW_TRACKING_URI": dead,
+            "STOCK_ASSETS_MODEL_NAME": seeded["name"],
+        },
+    )
+    try:
+        response = httpx.get(server.base_url + "/model/production", timeout=30)
+    finally:
+        server.stop()
+    assert response.status_code == 503, response.text
+    assert response.json() == {"detail": "model registry unavailable: try again shortly"}
+    assert not [w for w in (*INTERNALS, "secret", str(dead_port)) if w in response.text]
+    assert "MLflow store unreachable" in server.output()  # the detail is logged
 
 
 def test_unexpected_error_is_a_logged_500_without_internals(tmp_path, pg_server):
