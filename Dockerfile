@@ -1,6 +1,9 @@
 # One image for the user-code server, the webserver, the daemon, every run container, the API
 # and the MLflow tracking server. Build: docker build -t stock-assets:local .
-ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+# Pinned by digest: a tag moves, a digest does not. The multi-platform index of
+# python:3.11-slim-bookworm as resolved on 2026-10-01 (`docker buildx imagetools inspect
+# python:3.11-slim-bookworm` prints the current one; bump it deliberately, with the tests).
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm@sha256:a36c24f9cbdf4fd0f52d67f0823eeac19c2028c637cecc392d97f980d4fec56b
 
 # --- build: a virtualenv with the project and its pinned dependencies ---------------------------
 FROM ${PYTHON_IMAGE} AS build
@@ -31,13 +34,15 @@ ENV PATH=/opt/venv/bin:$PATH \
     DAGSTER_HOME=/opt/dagster/home \
     STOCK_ASSETS_HOME=/app/state \
     MLFLOW_DISABLE_TELEMETRY=true \
-    DAGSTER_EVENT_BATCH_SIZE=1000
+    DAGSTER_EVENT_BATCH_SIZE=1000 \
+    XDG_CACHE_HOME=/tmp/cache
 WORKDIR /app
 COPY deploy/dagster.yaml /opt/dagster/home/dagster.yaml
 COPY deploy/workspace.yaml /app/workspace.yaml
 # Mount points exist and belong to `app` in the image, so named volumes start out owned by it:
-# the MLflow server (the only writer of artifacts) can always write /mlartifacts.
-RUN mkdir -p /app/state /mlartifacts /opt/dagster/home/storage \
+# the MLflow server (the only writer of artifacts) can always write /mlartifacts, and runs
+# /app/exports. Containers run with a read-only root filesystem (tmpfs for scratch).
+RUN mkdir -p /app/state /app/exports /mlartifacts /opt/dagster/home/storage \
  && chown -R app:app /app /mlartifacts /opt/dagster
 USER app
 EXPOSE 3000 4000 5000 8000

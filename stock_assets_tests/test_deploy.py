@@ -18,8 +18,20 @@ from dagster import DagsterInstance
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker-compose.yml"
 SCHEMA = Path(__file__).parent / "data" / "compose_spec.json"
-SECRETS = ("POSTGRES_PASSWORD", "API_DB_PASSWORD", "POSTGRES_USER")
+SECRETS = (
+    "POSTGRES_USER",
+    "POSTGRES_PASSWORD",
+    "DAGSTER_DB_PASSWORD",
+    "MLFLOW_DB_PASSWORD",
+    "WRITER_DB_PASSWORD",
+    "API_DB_PASSWORD",
+    "MLFLOW_ADMIN_PASSWORD",
+    "MLFLOW_PLATFORM_PASSWORD",
+    "MLFLOW_API_PASSWORD",
+    "MLFLOW_SECRET_KEY",
+)
 PUBLISHED = {"webserver", "mlflow", "api"}
+PLATFORM = {"mlflow", "code", "webserver", "daemon", "api"}  # the services of our image
 # ${NAME}, ${NAME:-default}, ${NAME-default}, ${NAME:?err}, ${NAME?err}
 VARIABLE = re.compile(r"\$\{([A-Z0-9_]+)(?:(:?[-?])([^}]*))?\}")
 
@@ -52,7 +64,7 @@ def compose() -> dict:
 
 @pytest.fixture(scope="module")
 def resolved(compose) -> dict:
-    env = {name: f"test-{name.lower()}" for name in SECRETS} | {"DOCKER_GID": "999"}
+    env = {name: f"test-{name.lower()}" for name in SECRETS}
     return _interpolate(compose, env)
 
 
@@ -66,12 +78,12 @@ def test_compose_file_satisfies_the_compose_specification(resolved):
 
 def test_every_service_has_a_health_check_and_waits_for_healthy_dependencies(resolved):
     services = resolved["services"]
-    assert set(services) == {"postgres", "mlflow", "code", "webserver", "daemon", "api"}
+    assert set(services) == {"postgres", "docker-proxy", *PLATFORM}
     for name, service in services.items():
         assert service.get("healthcheck", {}).get("test"), f"{name} has no health check"
         for dependency, condition in (service.get("depends_on") or {}).items():
             assert condition == {"condition": "service_healthy"}, (name, dependency)
-    assert set(services["webserver"]["depends_on"]) == {"code"}
+    assert set(services["webserver"]["depends_on"]) == {"code", "docker-proxy"}
     assert set(services["code"]["depends_on"]) == {"postgres", "mlflow"}
 
 
@@ -83,14 +95,15 @@ def test_no_secret_has_a_committed_default(compose):
             assert op in (":?", "?"), f"${{{name}}} must be required, not defaulted ({op})"
         elif "PASSWORD" in name:  # optional secrets (SMTP login) may only default to nothing
             assert op in (":?", "?") or not default, f"${{{name}}} has a default: {default!r}"
-    with pytest.raises(KeyError, match="POSTGRES_PASSWORD"):
-        _interpolate(compose, {"POSTGRES_USER": "u", "API_DB_PASSWORD": "p", "DOCKER_GID": "1"})
+    for name in SECRETS:
+        with pytest.raises(KeyError, match=name):
+            _interpolate(compose, {n: "x" for n in SECRETS if n != name})
     example = dict(
         line.split("=", 1)
         for line in (ROOT / ".env.example").read_text().splitlines()
         if line and not line.startswith("#")
     )
-    for name in ("POSTGRES_PASSWORD", "API_DB_PASSWORD", "STOCK_ASSETS_ALERT_SMTP_PASSWORD"):
+    for name in (*SECRETS[1:], "STOCK_ASSETS_ALERT_SMTP_PASSWORD"):
         assert example[name] == "", f".env.example must not carry a working {name}"
     assert not (ROOT / ".env").exists() or ".env" in (ROOT / ".gitignore").read_text()
 
@@ -103,21 +116,111 @@ def test_only_three_services_publish_ports_and_on_loopback(resolved):
             assert str(port).startswith("127.0.0.1:"), (name, port)
 
 
-def test_one_image_for_the_platform_services(resolved):
-    images = {n: s.get("image") for n, s in resolved["services"].items() if n != "postgres"}
-    assert set(images.values()) == {"stock-assets:local"}
-    assert resolved["services"]["postgres"]["image"].startswith("postgres:")
+def test_one_image_for_the_platform_services_hardened(resolved):
+    services = resolved["services"]
+    assert {n for n, s in services.items() if s.get("image") == "stock-assets:local"} == PLATFORM
+    for name in ("postgres", "docker-proxy"):  # images of others: pinned by digest
+        assert re.search(r":[\w.-]+@sha256:[0-9a-f]{64}$", services[name]["image"]), name
+    for name in PLATFORM:
+        service = services[name]
+        assert service["read_only"] is True and "/tmp" in service["tmpfs"], name
+        assert "ALL" in service["cap_drop"], name
+        assert "no-new-privileges:true" in service["security_opt"], name
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert dockerfile.count("\nFROM ") + dockerfile.startswith("FROM ") >= 2  # multi-stage
-    assert re.search(r"^USER app$", dockerfile, re.M)
+    base = re.search(r"^ARG PYTHON_IMAGE=(\S+)$", dockerfile, re.M).group(1)
+    assert re.fullmatch(r"python:3\.11-slim-bookworm@sha256:[0-9a-f]{64}", base)
+    final = dockerfile[dockerfile.rindex("\nFROM ") :]
+    assert "build-essential" not in final and "gcc" not in final  # no compilers shipped
+    assert re.search(r"^USER app$", final, re.M)
     assert "download.pytorch.org/whl/cpu torch==2.13.0" in dockerfile
-    api = resolved["services"]["api"]["environment"]
-    assert api["STOCK_ASSETS_API_DB_URL"].startswith("postgresql://api_reader:")
-    mlflow = resolved["services"]["mlflow"]
+    mlflow = services["mlflow"]
+    assert mlflow["command"][:2] == ["stock-assets", "mlflow-server"]
     assert "--serve-artifacts" in mlflow["command"]
     assert "mlartifacts:/mlartifacts" in mlflow["volumes"]
     # SQLAlchemy 2.1 would read a plain postgresql:// as psycopg 3, which is not installed
     assert mlflow["environment"]["MLFLOW_BACKEND_STORE_URI"].startswith("postgresql+psycopg2://")
+
+
+def test_the_build_context_leaves_out_state_secrets_and_test_artifacts():
+    lines = [
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert lines[0] == "*"  # everything out, then only what the image needs back in
+    back_in = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
+    assert back_in == {"pyproject.toml", "README.md", "stock_assets", "api", "deploy"}
+    assert {"**/.stock_assets", "**/.env"} <= set(lines)
+
+
+def test_only_the_proxy_has_the_docker_socket_and_it_allows_only_containers(resolved):
+    services = resolved["services"]
+    with_socket = {
+        name
+        for name, service in services.items()
+        for volume in service.get("volumes", [])
+        if "docker.sock" in str(volume)
+    }
+    assert with_socket == {"docker-proxy"}
+    proxy = services["docker-proxy"]
+    assert proxy["volumes"] == ["/var/run/docker.sock:/var/run/docker.sock:ro"]
+    assert not proxy.get("ports") and proxy["networks"] == ["docker_api"]
+    assert resolved["networks"]["docker_api"] == {"internal": True}
+    allowed = {k for k, v in proxy["environment"].items() if v == "1"}
+    assert allowed == {"CONTAINERS", "POST", "ALLOW_START", "ALLOW_STOP", "PING", "VERSION"}
+    for denied in ("EXEC", "IMAGES", "BUILD", "VOLUMES", "NETWORKS", "SYSTEM", "SWARM", "AUTH"):
+        assert proxy["environment"][denied] == "0", denied
+    on_docker_api = {n for n, s in services.items() if "docker_api" in s.get("networks", [])}
+    assert on_docker_api == {"docker-proxy", "daemon", "webserver"}
+    for name in ("daemon", "webserver"):
+        assert services[name]["environment"]["DOCKER_HOST"] == "tcp://docker-proxy:2375"
+        assert "group_add" not in services[name]
+
+
+def test_every_service_uses_its_own_database_role(resolved):
+    services = resolved["services"]
+    text = COMPOSE.read_text()
+    superuser = [line for line in text.splitlines() if "${POSTGRES_" in line]
+    assert len(superuser) == 2 and all(line.strip().startswith("POSTGRES_") for line in superuser)
+    for name in ("code", "webserver", "daemon"):
+        env = services[name]["environment"]
+        assert env["DAGSTER_PG_USERNAME"] == "dagster_app", name
+        assert env["DAGSTER_PG_PASSWORD"] == "test-dagster_db_password", name
+    for name in ("code", "daemon"):
+        env = services[name]["environment"]
+        assert env["STOCK_ASSETS_POSTGRES_URL"] == "postgresql://stock_writer@postgres:5432/stocks"
+        assert env["PGPASSWORD"] == "test-writer_db_password"
+        assert env["MLFLOW_TRACKING_PASSWORD"] == "test-mlflow_platform_password"
+    assert "STOCK_ASSETS_POSTGRES_URL" not in services["webserver"]["environment"]
+    api = services["api"]["environment"]
+    assert api["STOCK_ASSETS_API_DB_URL"] == "postgresql://api_reader@postgres:5432/stocks"
+    assert api["PGPASSWORD"] == "test-api_db_password"
+    assert api["MLFLOW_TRACKING_PASSWORD"] == "test-mlflow_api_password"
+    mlflow = services["mlflow"]["environment"]
+    assert mlflow["MLFLOW_BACKEND_STORE_URI"].startswith("postgresql+psycopg2://mlflow_app@")
+    assert mlflow["MLFLOW_AUTH_DATABASE_URI"].startswith("postgresql+psycopg2://mlflow_app@")
+    assert mlflow["PGPASSWORD"] == "test-mlflow_db_password"
+
+
+def test_every_setting_reaches_run_containers_and_exports_outlive_them(resolved):
+    from stock_assets.settings import SETTINGS_DOC
+
+    config = yaml.safe_load((ROOT / "deploy" / "dagster.yaml").read_text())
+    launcher = config["run_launcher"]["config"]
+    passed = set(launcher["env_vars"])
+    # the image sets the state folder; the API's settings are the API service's
+    not_for_runs = {"STOCK_ASSETS_HOME"} | {n for n in SETTINGS_DOC if "_API_" in n}
+    missing = set(SETTINGS_DOC) - not_for_runs - passed
+    assert not missing, f"settings a run container would never see: {sorted(missing)}"
+    code = resolved["services"]["code"]["environment"]
+    assert not (set(SETTINGS_DOC) - not_for_runs - set(code)), "the code server misses some"
+    kwargs = launcher["container_kwargs"]
+    export_dir = resolved["services"]["daemon"]["environment"]["STOCK_ASSETS_EXPORT_DIR"]
+    assert f"stock_assets_exports:{export_dir}:rw" in kwargs["volumes"]
+    assert resolved["volumes"]["exports"] == {"name": "stock_assets_exports"}
+    assert kwargs["read_only"] is True and "/tmp" in kwargs["tmpfs"]
+    assert "/opt/dagster/home/storage" in kwargs["tmpfs"]
 
 
 def resolved_env(names) -> set[str]:
@@ -304,3 +407,33 @@ def test_the_init_script_names_a_missing_password(initialized):
         ["bash", str(script)], env={**env, "WRITER_DB_PASSWORD": ""}, capture_output=True
     )
     assert missing.returncode != 0 and b"WRITER_DB_PASSWORD must be set" in missing.stderr
+
+
+def test_passwords_reach_libpq_and_asyncpg_as_pgpassword(initialized, monkeypatch):
+    """compose passes each role's password as PGPASSWORD next to a URL without one: the
+    platform (libpq) and the API (asyncpg) both log in that way, whatever the password holds."""
+    import asyncio
+
+    import asyncpg
+
+    from api.db import asyncpg_dsn
+
+    server, _, _ = initialized
+    monkeypatch.setenv("PGPASSWORD", PASSWORDS["WRITER_DB_PASSWORD"])
+    url = server.for_db("stocks").replace("postgres:@", "stock_writer@", 1)
+    assert "pw" not in url  # no password in the URL
+    psycopg2.connect(url).close()
+    monkeypatch.setenv("PGPASSWORD", PASSWORDS["API_DB_PASSWORD"])
+    api_url = server.for_db("stocks").replace("postgres:@", "api_reader@", 1)
+
+    async def read() -> int:
+        conn = await asyncpg.connect(asyncpg_dsn(api_url))
+        try:
+            return await conn.fetchval("SELECT 1")
+        finally:
+            await conn.close()
+
+    assert asyncio.run(read()) == 1
+    monkeypatch.setenv("PGPASSWORD", "wrong")
+    with pytest.raises(psycopg2.OperationalError, match="password authentication failed"):
+        psycopg2.connect(url)
