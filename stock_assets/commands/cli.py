@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import re
 import sys
 from pathlib import Path
 
@@ -20,6 +22,28 @@ def main() -> None:
 @main.group(help="The Postgres server (embedded unless STOCK_ASSETS_POSTGRES_URL is set).")
 def db() -> None:
     pass
+
+
+class Day(click.ParamType):
+    """A calendar date written YYYY-MM-DD; a wrong one is a one-line usage error saying why."""
+
+    name = "YYYY-MM-DD"
+
+    def convert(self, value, param, ctx) -> dt.date:
+        if isinstance(value, dt.date):
+            return value
+        try:
+            return dt.date.fromisoformat(str(value).strip())
+        except ValueError as exc:
+            why = (
+                str(exc)
+                if re.fullmatch(r"\d{4}-\d{2}-\d{2}", str(value).strip())
+                else "expected YYYY-MM-DD"
+            )
+            self.fail(f"{value!r} is not a date: {why}", param, ctx)
+
+
+DAY = Day()
 
 
 def _fail(message: str) -> None:
@@ -73,13 +97,21 @@ def env() -> None:
     click.echo(export_lines(variables))
 
 
-@main.command(help="Run the main job on the embedded default and the offline sample source.")
-@click.option("--end", default="2018-12-31", show_default=True, help="Last partition to ingest.")
-def demo(end: str) -> None:
+@main.command(
+    help="The whole loop, offline, on the bundled sample data (^GSPC, ^IXIC since 1999) in the "
+    "current state folder: backfill raw_prices, train a model with cutoff 2017-12-29 (Optuna, "
+    "PyTorch, MLflow) and promote it if it beats naive, then replay the last 60 sessions up to "
+    "--end day by day (predict, score, retrain when the sensor asks) and summarize. A second "
+    "run reuses the state."
+)
+@click.option(
+    "--end", type=DAY, default="2018-12-31", show_default=True, help="Last session to ingest."
+)
+def demo(end: dt.date) -> None:
     from stock_assets.commands.demo import run_demo
 
     try:
-        run_demo(end=end)
+        run_demo(end=str(end))
     except postgres.DatabaseUnavailable as exc:
         _fail(str(exc))
 
@@ -158,7 +190,10 @@ def mlflow_server(args: tuple[str, ...]) -> None:
 @main.command("tune-worker", help="Join a running retraining's Optuna study as an extra worker.")
 @click.option("--dataset-run", "key", required=True, help="Dataset run key, e.g. 2018-12-31.")
 @click.option(
-    "--trials", type=int, default=None, help="The study's budget [STOCK_ASSETS_TRIALS, 20]."
+    "--trials",
+    type=click.IntRange(min=1),
+    default=None,
+    help="The study's budget [STOCK_ASSETS_TRIALS, 20].",
 )
 def tune_worker(key: str, trials: int | None) -> None:
     from stock_assets.commands.tune_worker import run_worker
@@ -174,7 +209,7 @@ def tune_worker(key: str, trials: int | None) -> None:
 @main.command("retrain", help="Add a dataset run and materialize the retraining group now.")
 @click.option(
     "--cutoff",
-    type=click.DateTime(["%Y-%m-%d"]),
+    type=DAY,
     default=None,
     help="Last session the run may read (default: newest in raw_prices).",
 )
@@ -192,7 +227,7 @@ def retrain_cmd(cutoff, reason: str) -> None:
         outcome = retrain(
             build_definitions(settings),
             DagsterInstance.get(),
-            cutoff=cutoff.date() if cutoff else None,
+            cutoff=cutoff,
             reason=reason,
         )
     except (ValueError, RetrainingBusy, postgres.DatabaseUnavailable) as exc:
@@ -305,8 +340,8 @@ def _note(line: str) -> None:
 
 @main.command(help="Re-ingest one ticker's history from the source (after a restatement).")
 @click.option("--ticker", required=True)
-@click.option("--start", type=click.DateTime(["%Y-%m-%d"]), required=True)
-@click.option("--end", type=click.DateTime(["%Y-%m-%d"]), default=None, help="Default: newest.")
+@click.option("--start", type=DAY, required=True)
+@click.option("--end", type=DAY, default=None, help="Default: newest.")
 def restate(ticker: str, start, end) -> None:
     from stock_assets.commands.restate import restate as run
     from stock_assets.market.sources import SourceError, source_from_settings
@@ -314,9 +349,7 @@ def restate(ticker: str, start, end) -> None:
     settings = load_settings()
     try:
         prepare(settings)
-        done = run(
-            settings, source_from_settings(settings), ticker, start.date(), end and end.date()
-        )
+        done = run(settings, source_from_settings(settings), ticker, start, end)
     except (ValueError, SourceError, postgres.DatabaseUnavailable) as exc:
         _fail(str(exc))
     click.echo(
@@ -331,8 +364,8 @@ def restate(ticker: str, start, end) -> None:
 
 
 @main.command(help="Replay the production loop over [--start, --end], session by session.")
-@click.option("--start", type=click.DateTime(["%Y-%m-%d"]), required=True)
-@click.option("--end", type=click.DateTime(["%Y-%m-%d"]), required=True)
+@click.option("--start", type=DAY, required=True)
+@click.option("--end", type=DAY, required=True)
 @click.option(
     "--home",
     type=click.Path(file_okay=False, path_type=Path),
@@ -348,7 +381,7 @@ def replay(start, end, home: Path | None, in_place: bool) -> None:
     if home is not None and not home.expanduser().resolve().parent.is_dir():
         _fail(f"--home {home}: its parent folder does not exist")
     try:
-        summary = replay_into(start.date(), end.date(), home=home, in_place=in_place)
+        summary = replay_into(start, end, home=home, in_place=in_place)
     except KeyboardInterrupt:
         _fail("replay interrupted: run the same command again to resume where it stopped")
     except (ReplayError, postgres.DatabaseUnavailable) as exc:

@@ -1,0 +1,43 @@
+"""Typing mistakes on the command line: one clear line and exit code 2 (click's usage error),
+never a traceback, and before anything starts; help that says what a command does."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BIN = Path(sys.executable).parent
+
+
+def _cli(*args: str, home: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(BIN / "stock-assets"), *args],
+        env={"PATH": f"{BIN}:/usr/bin:/bin", "STOCK_ASSETS_HOME": str(home)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (("demo", "--end", "notadate"), "'notadate' is not a date: expected YYYY-MM-DD"),
+        (("retrain", "--cutoff", "2018-02-30"), "'2018-02-30' is not a date: day is out of range"),
+        (("replay", "--start", "2019-13-01", "--end", "2019-12-31"), "month must be in 1..12"),
+        (("restate", "--ticker", "X", "--start", "yesterday"), "expected YYYY-MM-DD"),
+        (("tune-worker", "--dataset-run", "2018-12-31", "--trials", "-3"), "x>=1"),
+    ],
+)
+def test_a_typing_mistake_is_one_line_and_starts_nothing(args, said, tmp_path):
+    done = _cli(*args, home=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert said in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "pgdata").exists()  # nothing was started
+
+
+def test_demo_help_says_what_the_demo_does(tmp_path):
+    shown = _cli("demo", "--help", home=tmp_path).stdout
+    for words in ("offline", "sample", "backfill", "train", "replay", "--end"):
+        assert words in shown, words
