@@ -42,7 +42,7 @@ from stock_assets.defs.resources import (
 from stock_assets.market.calendars import require_closed, sessions_between
 from stock_assets.market.ingest import Collected, collect_prices, partition_notes, split_collected
 from stock_assets.market.quality import calendar_gaps, restatement_message, restatements
-from stock_assets.market.sources import PriceSource
+from stock_assets.market.sources import PriceSource, SourceUnavailable
 from stock_assets.market.validation import (
     JUMP_RULES,
     ROW_RULES,
@@ -175,10 +175,11 @@ def _collect(
     span: tuple[dt.date, dt.date],
     exchange: str,
 ) -> Collected:
-    """The source's rows for the span; an outage of the whole source retries with back-off."""
+    """The source's rows for the span. An outage of the whole source retries with back-off; a
+    request it cannot answer (outside its data, unknown ticker, bad file) fails at once."""
     try:
         return collect_prices(source, tickers, span[0], span[1], exchange)
-    except Exception:
+    except SourceUnavailable:
         _retry_if_left(context, operations)
         raise
 

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 
-from stock_assets.market.sources.base import PRICE_COLUMNS, PriceSource, SourceError, conform
+from stock_assets.market.sources.base import (
+    PRICE_COLUMNS,
+    PriceSource,
+    SourceError,
+    SourceUnavailable,
+    conform,
+)
 from stock_assets.market.sources.csv_folder import CsvSource
 from stock_assets.market.sources.sample import SampleSource
 from stock_assets.market.sources.synthetic import Dividend, Regime, Split, SyntheticSource
@@ -22,6 +28,7 @@ __all__ = [
     "Regime",
     "SampleSource",
     "SourceError",
+    "SourceUnavailable",
     "Split",
     "SyntheticSource",
     "YahooSource",

@@ -26,7 +26,13 @@ PRICE_COLUMNS: tuple[str, ...] = (
 
 
 class SourceError(ValueError):
-    """A request the source cannot answer: unknown ticker, date out of range, bad file."""
+    """A request the source cannot answer: unknown ticker, date out of range, bad file. Asking
+    again will not help, so it fails the run at once."""
+
+
+class SourceUnavailable(SourceError):
+    """The source did not answer (network, rate limit, outage) after its own retries: that may
+    heal, so raw_prices retries it later with back-off."""
 
 
 def empty_prices() -> pd.DataFrame:

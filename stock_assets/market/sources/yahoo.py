@@ -20,7 +20,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from stock_assets.market.sources.base import PriceSource, SourceError, conform, empty_prices
+from stock_assets.market.sources.base import (
+    PriceSource,
+    SourceError,
+    SourceUnavailable,
+    conform,
+    empty_prices,
+)
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +113,7 @@ class YahooSource(PriceSource):
             )
             self.sleep(delay)
             delay *= 2
-        raise SourceError(
+        raise SourceUnavailable(
             f"yfinance: {ticker} failed after {self.retries + 1} attempts: "
             f"{type(error).__name__}: {error}"
         ) from error

@@ -1,0 +1,50 @@
+"""raw_prices retries what may heal (a source that did not answer) and fails at once on what
+cannot (a request outside the source's data): no 10-minute wait before an error that was
+certain from the start."""
+
+from dagster import DagsterEventType, DagsterInstance
+from dagster._core.storage.tags import (
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+)
+
+from stock_assets.definitions import build_definitions
+from stock_assets.market.sources import SampleSource
+from stock_assets.settings import load_settings
+from stock_assets_tests.defs.test_bad_data import _defs, _run, _yahoo
+
+
+def _ingest(source, first: str, last: str):
+    settings = load_settings().with_market(start_date="2018-12-03")
+    job = build_definitions(settings, source=source).resolve_job_def("ingest_prices")
+    return job.execute_in_process(
+        instance=DagsterInstance.ephemeral(),
+        tags={ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last},
+        raise_on_error=False,
+    )
+
+
+def _retries(result) -> int:
+    return sum(1 for e in result.all_events if e.event_type == DagsterEventType.STEP_UP_FOR_RETRY)
+
+
+def test_a_range_outside_the_sources_data_fails_at_once_with_the_reason(stocks_url, monkeypatch):
+    monkeypatch.setenv("STOCK_ASSETS_INGEST_RETRIES", "2")
+    monkeypatch.setenv("STOCK_ASSETS_INGEST_RETRY_SECONDS", "1")
+    result = _ingest(SampleSource(), "2019-01-02", "2019-01-04")
+    assert not result.success
+    assert _retries(result) == 0
+    (failure,) = [e for e in result.all_events if e.event_type == DagsterEventType.STEP_FAILURE]
+    assert "outside the data it has" in failure.event_specific_data.error.to_string()
+
+
+def test_a_source_that_does_not_answer_is_retried_with_back_off(stocks_url, monkeypatch, tmp_path):
+    """Yahoo answers 429 to everything: every ticker is missing, the run asks for its retries,
+    then fails naming the outage."""
+    monkeypatch.setenv("STOCK_ASSETS_INGEST_RETRIES", "2")
+    monkeypatch.setenv("STOCK_ASSETS_INGEST_RETRY_SECONDS", "0")
+    _, source = _yahoo(monkeypatch, tmp_path, rate_limited=10**6)
+    defs = _defs(source, "2023-12-01", tickers=("SYN000", "SYN001"))
+    result = _run(defs, "ingest_prices", "2024-01-09", "2024-01-10", DagsterInstance.ephemeral())
+    assert not result.success
+    assert _retries(result) == 2
