@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import signal
 import sys
 from pathlib import Path
 
@@ -14,7 +15,31 @@ from stock_assets.runtime.state import export_lines, prepare
 from stock_assets.settings import load_settings
 
 
-@click.group(help="stock_assets: daily stock predictions as a Dagster asset graph.")
+class _Commands(click.Group):
+    """A command that fails (an error, Ctrl-C, SIGTERM) stops the embedded Postgres servers it
+    started; one that succeeds leaves them for the next command (`db stop` stops them)."""
+
+    def invoke(self, ctx: click.Context):
+        previous = signal.getsignal(signal.SIGTERM)
+        if previous in (signal.SIG_DFL, None):  # SIGTERM unwinds like Ctrl-C, through finally
+            signal.signal(signal.SIGTERM, _terminated)
+        try:
+            return super().invoke(ctx)
+        except BaseException as exc:
+            if not (isinstance(exc, SystemExit) and exc.code in (0, None)):
+                for pgdata in postgres.stop_started():
+                    click.echo(
+                        f"stopped the embedded Postgres this command started ({pgdata})",
+                        err=True,
+                    )
+            raise
+
+
+def _terminated(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+@click.group(cls=_Commands, help="stock_assets: daily stock predictions as a Dagster asset graph.")
 def main() -> None:
     pass
 

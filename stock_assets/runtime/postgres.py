@@ -71,6 +71,10 @@ def embedded_status(pgdata: Path) -> str | None:
     return info.get_uri()
 
 
+# Embedded servers this process started (not found running): a command that fails stops them.
+STARTED: list[Path] = []
+
+
 def embedded_start(pgdata: Path) -> str:
     """Start (or find running) the embedded server; harmless when it already runs."""
     running = embedded_status(pgdata)
@@ -89,7 +93,21 @@ def embedded_start(pgdata: Path) -> str:
         raise DatabaseUnavailable(
             f"embedded Postgres in {pgdata} failed to start:\n{tail}"
         ) from exc
+    STARTED.append(pgdata)
     return server.get_uri()
+
+
+def stop_started() -> list[Path]:
+    """Stop the embedded servers this process started; returns their data folders."""
+    stopped = []
+    while STARTED:
+        pgdata = STARTED.pop()
+        try:
+            if embedded_stop(pgdata):
+                stopped.append(pgdata)
+        except Exception as exc:  # stopping is best effort on a path that already failed
+            log.warning("could not stop the embedded Postgres in %s: %s", pgdata, exc)
+    return stopped
 
 
 def embedded_stop(pgdata: Path) -> bool:

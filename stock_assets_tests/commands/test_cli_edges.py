@@ -41,3 +41,28 @@ def test_demo_help_says_what_the_demo_does(tmp_path):
     shown = _cli("demo", "--help", home=tmp_path).stdout
     for words in ("offline", "sample", "backfill", "train", "replay", "--end"):
         assert words in shown, words
+
+
+@pytest.mark.parametrize(
+    ("args", "said", "state"),
+    [
+        (
+            ("replay", "--start", "2019-01-02", "--end", "2019-01-31", "--home", "{tmp}/replay"),
+            "outside the data it has",
+            "replay",
+        ),
+        (("promote", "--version", "999"), "cannot promote", "live"),
+    ],
+)
+def test_a_command_that_fails_stops_the_postgres_it_started(args, said, state, tmp_path):
+    from stock_assets.runtime.postgres import embedded_status
+
+    live = tmp_path / "live"
+    done = _cli(*(a.format(tmp=tmp_path) for a in args), home=live)
+    assert done.returncode == 1, done.stderr
+    assert said in done.stderr, done.stderr[-2000:]
+    assert "stopped the embedded Postgres this command started" in done.stderr
+    home = tmp_path / "replay" if state == "replay" else live
+    assert (home / "pgdata").exists()  # it had started one
+    assert embedded_status(home / "pgdata") is None  # and left none running
+    assert embedded_status(live / "pgdata") is None
