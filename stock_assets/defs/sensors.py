@@ -39,6 +39,21 @@ IN_FLIGHT = [
 ]
 
 
+# A cursor that evaluates every stored performance_log summary from the oldest on (set it in
+# the UI's sensor page, "Set cursor value"); the first tick otherwise starts near the newest.
+FROM_START = PolicyState().to_cursor()
+
+
+def _from_newest(context: SensorEvaluationContext, streak: int) -> PolicyState:
+    """A sensor turned on over existing history acts on the present, as replay does: its first
+    tick reads the newest `streak` summaries (enough to see a breach going on now), not years
+    of history one breach per tick."""
+    newest = context.instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=AssetKey("performance_log")), limit=streak, ascending=False
+    ).records
+    return PolicyState(storage_id=min(r.storage_id for r in newest) - 1 if newest else 0)
+
+
 def _summaries(context: SensorEvaluationContext, after: int) -> list[Summary]:
     records = context.instance.fetch_materializations(
         AssetRecordsFilter(asset_key=AssetKey("performance_log"), after_storage_id=after),
@@ -74,7 +89,11 @@ def retraining_sensor(
     market: MarketResource,
     policy: PolicyConfig,
 ):
-    state = PolicyState.from_cursor(context.cursor)
+    state = (
+        PolicyState.from_cursor(context.cursor)
+        if context.cursor
+        else _from_newest(context, policy.settings().skill_sessions)
+    )
     running = context.instance.get_run_records(
         RunsFilter(job_name=RETRAIN_JOB, statuses=IN_FLIGHT), limit=1
     )

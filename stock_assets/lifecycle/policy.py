@@ -164,10 +164,16 @@ def decide(
         )
     if newest_run is not None:
         since = sessions_after(newest_run, cutoff, exchange)
+        if newest_run > cutoff:  # a summary older than the newest run (history, replay)
+            return Decision(
+                state,
+                skip=f"the last retraining's cutoff {newest_run} is after {cutoff}: "
+                f"it already saw that session; not acting on: {reason}",
+            )
         if since < t.cooldown_sessions:
             return Decision(
                 state,
-                skip=f"cooldown: last retraining cutoff {newest_run} is {since} sessions before "
-                f"{cutoff} (< {t.cooldown_sessions}); not acting on: {reason}",
+                skip=f"cooldown: {since} session(s) from the last retraining cutoff "
+                f"{newest_run} to {cutoff} (< {t.cooldown_sessions}); not acting on: {reason}",
             )
     return Decision(state, key=next_key(list(dataset_runs), cutoff), cutoff=cutoff, reason=reason)

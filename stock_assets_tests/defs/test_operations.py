@@ -27,6 +27,7 @@ from dagster._core.storage.tags import (
 
 from stock_assets.definitions import build_definitions
 from stock_assets.defs.resources import PostgresResource
+from stock_assets.defs.sensors import FROM_START
 from stock_assets.lifecycle.policy import Thresholds
 from stock_assets.lifecycle.scoring import rolling_summary
 from stock_assets.market.calendars import sessions_between
@@ -155,7 +156,7 @@ def test_serving_features_equal_training_features(wild):
 
 def test_sensor_fires_soon_after_a_volatility_regime_change(wild):
     defs, instance, _, _ = wild
-    result = _evaluate(defs, instance)
+    result = _evaluate(defs, instance, cursor=FROM_START)  # walk the stored history
     assert isinstance(result, SensorResult) and len(result.run_requests) == 1
     request = result.run_requests[0]
     cutoff = dt.date.fromisoformat(request.partition_key)
@@ -216,12 +217,30 @@ def test_degraded_skill_requests_exactly_one_run(rules):
     days = [str(d) for d in sessions_between(dt.date(2019, 7, 1), dt.date(2019, 7, 9))]
     for day in days:
         _report(instance, day, skill=-0.2)
-    result = _evaluate(defs, instance)
+    result = _evaluate(defs, instance, cursor=FROM_START)
     assert len(result.run_requests) == 1
     # five consecutive sessions below the floor: the fifth one is the cutoff
     assert result.run_requests[0].partition_key == days[4]
     again = _evaluate(defs, instance, cursor=result.cursor)
     assert not again.run_requests  # the cursor moved on: no second request for the same breach
+
+
+def test_a_sensor_turned_on_over_history_starts_from_the_newest_sessions(rules):
+    """A breach long past (five bad sessions, then healthy ones) is history: the first tick
+    acts on the present, unless the cursor says to walk from the start."""
+    defs, instance = rules
+    instance.add_dynamic_partitions("dataset_runs", ["2019-06-03"])
+    days = [str(d) for d in sessions_between(dt.date(2019, 7, 1), dt.date(2019, 7, 31))]
+    for day in days[:5]:
+        _report(instance, day, skill=-0.2)
+    for day in days[5:]:
+        _report(instance, day)
+    first = _evaluate(defs, instance)
+    assert not first.run_requests
+    assert first.skip_reason.skip_message.startswith("healthy: 5 new performance summaries")
+    assert json.loads(first.cursor)["newest_session"] == days[-1]
+    walked = _evaluate(defs, instance, cursor=FROM_START)
+    assert [r.partition_key for r in walked.run_requests] == [days[4]]
 
 
 def test_healthy_summary_skips_with_a_reason(rules):

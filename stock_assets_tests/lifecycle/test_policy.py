@@ -80,7 +80,20 @@ def test_stale_newest_run_asks_and_a_recent_one_cools_down():
     assert stale.key == "2019-06-28" and "sessions old (> 60)" in stale.reason
     recent = ["2019-06-03"]
     cooling, _ = _decide(_days(5, BAD_SKILL), dataset_runs=recent)
-    assert cooling.key is None and cooling.skip.startswith("cooldown: last retraining cutoff")
+    assert cooling.key is None
+    assert cooling.skip.startswith("cooldown: 4 session(s) from the last retraining cutoff ")
+    assert "2019-06-03 to 2019-06-07 (< 10)" in cooling.skip
+
+
+def test_a_breach_older_than_the_newest_run_says_so():
+    """A sensor evaluating stored history meets sessions before the newest run's cutoff: the
+    message must not call that cutoff '0 sessions before' the session."""
+    older, _ = _decide(_days(5, BAD_SKILL), dataset_runs=["2019-07-31"])
+    assert older.key is None
+    assert older.skip.startswith(
+        "the last retraining's cutoff 2019-07-31 is after 2019-06-07: it already saw that session"
+    )
+    assert "sessions before" not in older.skip
 
 
 def test_a_second_run_with_the_same_cutoff_gets_a_new_key():
