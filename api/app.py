@@ -13,9 +13,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import fastapi_offline
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from api import routes
@@ -25,6 +27,9 @@ from api.registry import RegistryReader, RegistryUnavailable
 from api.service import ApiConfig, Service
 
 STATIC = Path(__file__).parent / "static"
+# Swagger UI's and ReDoc's files from a pinned package: /docs renders with no network (FastAPI's
+# default pages load them from a CDN and show a blank page offline)
+DOCS_ASSETS = Path(fastapi_offline.__file__).parent / "static"
 log = logging.getLogger("stock_assets.api")
 
 
@@ -73,6 +78,8 @@ def create_app(config: ApiConfig | None = None) -> FastAPI:
         summary="Daily stock predictions, their lineage, model performance and promotions.",
         version="1.0.0",
         lifespan=lifespan,
+        docs_url=None,  # served below from DOCS_ASSETS
+        redoc_url=None,
     )
     app.state.service = service
 
@@ -109,10 +116,39 @@ def create_app(config: ApiConfig | None = None) -> FastAPI:
         CachedGets,
         version=db.version,
         # /model/production also depends on the alias, which can move without a database write
-        skip=("/health", "/model/production", "/docs", "/openapi.json", "/static", "/redoc"),
+        skip=(
+            "/health",
+            "/model/production",
+            "/docs",
+            "/openapi.json",
+            "/static",
+            "/redoc",
+            "/docs-assets",
+        ),
     )
     app.include_router(routes.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.mount("/docs-assets", StaticFiles(directory=DOCS_ASSETS), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url,
+            title=f"{app.title} API",
+            swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs-assets/swagger-ui.css",
+            swagger_favicon_url="/docs-assets/favicon.png",
+        )
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc() -> HTMLResponse:
+        return get_redoc_html(
+            openapi_url=app.openapi_url,
+            title=f"{app.title} API",
+            redoc_js_url="/docs-assets/redoc.standalone.js",
+            redoc_favicon_url="/docs-assets/favicon.png",
+            with_google_fonts=False,
+        )
 
     @app.get("/", include_in_schema=False)
     async def dashboard() -> FileResponse:
