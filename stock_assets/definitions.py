@@ -43,7 +43,9 @@ def build_definitions(
     market = settings.market
     retraining_settings = dataclasses.replace(settings.retraining, **(retraining or {}))
     policy = (thresholds or settings.policy).validate()
-    days = trading_days_partitions(market.start_date or source.default_start, market.timezone)
+    days = trading_days_partitions(
+        market.start_date or source.default_start, market.timezone, source.data_end
+    )
     stocks_db = PostgresResource(database="stocks")
     return Definitions(
         assets=retimed(ASSETS, days),

@@ -134,6 +134,13 @@ def env() -> None:
 )
 def demo(end: dt.date) -> None:
     from stock_assets.commands.demo import run_demo
+    from stock_assets.market.sources import SampleSource
+
+    last = SampleSource().data_end
+    if end > last:  # before anything starts: the source can never fill those sessions
+        raise click.BadParameter(
+            f"{end} is after the sample data's last day, {last}", param_hint="--end"
+        )
 
     try:
         run_demo(end=str(end))

@@ -17,8 +17,11 @@ PARTITION_FMT = "%Y-%m-%d"
 dataset_runs_partitions = DynamicPartitionsDefinition(name="dataset_runs")
 
 
-def trading_days_partitions(start: str, timezone: str) -> TimeWindowPartitionsDefinition:
-    """Weekday partitions in the exchange's time zone.
+def trading_days_partitions(
+    start: str, timezone: str, end: dt.date | None = None
+) -> TimeWindowPartitionsDefinition:
+    """Weekday partitions in the exchange's time zone, up to `end` (a historical source's last
+    day: the UI shows no partition the source can never fill) or, for a live source, today.
 
     `end_offset=1` makes a session's own partition exist once it has closed: without it a
     schedule firing at 18:30 on 2018-12-31 targets 2018-12-28 (docs/architecture.md).
@@ -27,6 +30,7 @@ def trading_days_partitions(start: str, timezone: str) -> TimeWindowPartitionsDe
     return TimeWindowPartitionsDefinition(
         cron_schedule="0 0 * * 1-5",
         start=start,
+        end=(end + dt.timedelta(days=1)).isoformat() if end else None,
         fmt=PARTITION_FMT,
         timezone=timezone,
         end_offset=1,

@@ -24,6 +24,7 @@ def _cli(*args: str, home: Path) -> subprocess.CompletedProcess:
     ("args", "said"),
     [
         (("demo", "--end", "notadate"), "'notadate' is not a date: expected YYYY-MM-DD"),
+        (("demo", "--end", "2019-03-29"), "2019-03-29 is after the sample data's last day"),
         (("retrain", "--cutoff", "2018-02-30"), "'2018-02-30' is not a date: day is out of range"),
         (("replay", "--start", "2019-13-01", "--end", "2019-12-31"), "month must be in 1..12"),
         (("restate", "--ticker", "X", "--start", "yesterday"), "expected YYYY-MM-DD"),

@@ -2,6 +2,8 @@
 cannot (a request outside the source's data): no 10-minute wait before an error that was
 certain from the start."""
 
+import datetime as dt
+
 from dagster import DagsterEventType, DagsterInstance
 from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_END_TAG,
@@ -9,7 +11,7 @@ from dagster._core.storage.tags import (
 )
 
 from stock_assets.definitions import build_definitions
-from stock_assets.market.sources import SampleSource
+from stock_assets.market.sources import SyntheticSource, YahooSource
 from stock_assets.settings import load_settings
 from stock_assets_tests.defs.test_bad_data import _defs, _run, _yahoo
 
@@ -28,14 +30,30 @@ def _retries(result) -> int:
     return sum(1 for e in result.all_events if e.event_type == DagsterEventType.STEP_UP_FOR_RETRY)
 
 
-def test_a_range_outside_the_sources_data_fails_at_once_with_the_reason(stocks_url, monkeypatch):
+def test_a_request_the_source_cannot_answer_fails_at_once_with_the_reason(stocks_url, monkeypatch):
+    """An unknown ticker (outside the source's data) cannot heal: no retry, the reason shown."""
     monkeypatch.setenv("STOCK_ASSETS_INGEST_RETRIES", "2")
     monkeypatch.setenv("STOCK_ASSETS_INGEST_RETRY_SECONDS", "1")
-    result = _ingest(SampleSource(), "2019-01-02", "2019-01-04")
+    source = SyntheticSource(seed=7, n_tickers=2, start=dt.date(2023, 11, 1))
+    defs = _defs(source, "2023-12-01", tickers=("SYN000", "NOPE"))
+    result = _run(defs, "ingest_prices", "2024-01-09", "2024-01-10", DagsterInstance.ephemeral())
     assert not result.success
     assert _retries(result) == 0
     (failure,) = [e for e in result.all_events if e.event_type == DagsterEventType.STEP_FAILURE]
-    assert "outside the data it has" in failure.event_specific_data.error.to_string()
+    assert "synthetic: unknown ticker(s) NOPE" in failure.event_specific_data.error.to_string()
+
+
+def test_partitions_end_where_a_historical_source_ends():
+    """sample ends on 2018-12-31: no partition after it shows as missing for ever; a live
+    source's run to today."""
+    sample = build_definitions(load_settings()).resolve_job_def("ingest_prices")
+    assert sample.partitions_def.get_partition_keys()[-1] == "2018-12-31"
+    synthetic = build_definitions(
+        load_settings(), source=SyntheticSource(end=dt.date(2024, 1, 31))
+    ).resolve_job_def("ingest_prices")
+    assert synthetic.partitions_def.get_partition_keys()[-1] == "2024-01-31"
+    live = build_definitions(load_settings(), source=YahooSource()).resolve_job_def("ingest_prices")
+    assert live.partitions_def.get_partition_keys()[-1] >= str(dt.date.today() - dt.timedelta(4))
 
 
 def test_a_source_that_does_not_answer_is_retried_with_back_off(stocks_url, monkeypatch, tmp_path):

@@ -67,6 +67,11 @@ class PriceSource(ABC):
     default_start: str
     live: bool = False  # serves today's bar while the session trades (a vendor API)
 
+    @property
+    def data_end(self) -> dt.date | None:
+        """The last day a historical source has (its partitions end there); None: it grows."""
+        return None
+
     def check(self, tickers: Sequence[str], start: dt.date, end: dt.date) -> None:
         """Raise SourceError for a request that cannot be answered, before anything is fetched."""
         if not tickers:

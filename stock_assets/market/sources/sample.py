@@ -25,6 +25,10 @@ class SampleSource(PriceSource):
     default_tickers = ("^GSPC", "^IXIC")
     default_start = FIRST.isoformat()
 
+    @property
+    def data_end(self) -> dt.date:
+        return LAST
+
     def check(self, tickers: Sequence[str], start: dt.date, end: dt.date) -> None:
         super().check(tickers, start, end)
         unknown = [t for t in tickers if t not in self.default_tickers]

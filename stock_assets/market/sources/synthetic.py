@@ -64,6 +64,10 @@ class SyntheticSource(PriceSource):
     def default_start(self) -> str:  # type: ignore[override]
         return self.start.isoformat()
 
+    @property
+    def data_end(self) -> dt.date:
+        return self.end
+
     def check(self, tickers: Sequence[str], start: dt.date, end: dt.date) -> None:
         super().check(tickers, start, end)
         unknown = sorted(set(tickers) - set(self.default_tickers))
