@@ -178,9 +178,14 @@ def api(host: str | None, port: int | None, log_level: str) -> None:
 @click.option("--mlflow-port", type=int, default=5000, show_default=True)
 @click.option("--api-port", type=int, default=8000, show_default=True)
 def dev(dagster_port: int, mlflow_port: int, api_port: int) -> None:
-    from stock_assets.commands.devstack import run_dev
+    from stock_assets.commands.devstack import ports_in_use, run_dev
 
     ports = {"dagster": dagster_port, "mlflow": mlflow_port, "api": api_port}
+    taken = ports_in_use(ports)
+    if taken:
+        raise click.UsageError(
+            f"{', '.join(taken)} already in use: stop what holds it or pass another port"
+        )
     try:
         code = run_dev(load_settings(), ports, click.echo)
     except postgres.DatabaseUnavailable as exc:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -26,6 +28,8 @@ from stock_assets.settings import Settings
 
 BIN = Path(sys.executable).parent
 STOP_SECONDS = 30
+SLOW_SECONDS = 180  # a child not answering by then is reported once (it may still come up)
+_DAGSTER_CHILD_DIED = re.compile(r"(dagster-\w+) process shut down unexpectedly with return code (-?\d+)")
 
 
 @dataclass
@@ -94,6 +98,33 @@ def children(settings: Settings, env: dict[str, str], ports: dict[str, int]) -> 
     ]
 
 
+def ports_in_use(ports: dict[str, int], host: str = "127.0.0.1") -> list[str]:
+    """Which of the stack's ports something else holds: checked before anything starts, because
+    a webserver that cannot bind logs the error and keeps running, so the stack would wait
+    forever on a URL that another program answers or nobody does."""
+    taken = []
+    for name, port in ports.items():
+        with socket.socket() as probe:
+            try:
+                probe.bind((host, port))
+            except OSError:
+                taken.append(f"{name} port {port}")
+    return taken
+
+
+def exit_reason(child: Child) -> str:
+    """Why a child stopped, in one line. `dagster dev` exits 0 when its webserver or daemon dies
+    (it logs the death and shuts down the rest), so its own code would read like success: the
+    child's log says which process died and with what code."""
+    code = child.process.returncode if child.process is not None else None
+    if child.log is not None and child.log.exists():
+        died = _DAGSTER_CHILD_DIED.findall(child.log.read_text(errors="replace"))
+        if died:
+            process, inner = died[-1]
+            return f"{child.name}: {process} exited with {inner} ({child.name} stopped with {code})"
+    return f"{child.name} exited with {code}"
+
+
 def _default_sigint() -> None:
     # a parent started in the background ignores SIGINT, and children inherit that: undo it, or
     # the children would not stop on the SIGINT sent to them
@@ -140,6 +171,8 @@ def run_dev(settings: Settings, ports: dict[str, int], echo: Callable[[str], Non
     # `kill -INT` must always stop the stack
     previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     code = 0
+    started = time.monotonic()
+    slow_reported = False
     try:
         for child in stack:
             child.log = logs / f"{child.name}.log"
@@ -164,12 +197,19 @@ def run_dev(settings: Settings, ports: dict[str, int], echo: Callable[[str], Non
         while True:
             for child in stack:
                 if child.process.poll() is not None:
-                    echo(f"{child.name} exited with {child.process.returncode}; see {child.log}")
+                    echo(f"{exit_reason(child)}; see {child.log}")
                     code = 1
                     raise KeyboardInterrupt
                 if not child.ready and _answers(child.probe):
                     child.ready = True
                     echo(f"{child.name:<10} ready")
+            waiting = [child.name for child in stack if not child.ready]
+            if waiting and not slow_reported and time.monotonic() - started > SLOW_SECONDS:
+                slow_reported = True
+                echo(
+                    f"still waiting for {', '.join(waiting)} to answer after {SLOW_SECONDS} s; "
+                    "see " + ", ".join(str(c.log) for c in stack if not c.ready)
+                )
             time.sleep(1)
     except KeyboardInterrupt:
         echo("stopping…")

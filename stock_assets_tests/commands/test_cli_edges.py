@@ -67,3 +67,32 @@ def test_a_command_that_fails_stops_the_postgres_it_started(args, said, state, t
     assert (home / "pgdata").exists()  # it had started one
     assert embedded_status(home / "pgdata") is None  # and left none running
     assert embedded_status(live / "pgdata") is None
+
+
+def test_dev_refuses_a_port_in_use_before_starting_anything(tmp_path):
+    import socket
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        done = _cli("dev", "--dagster-port", str(port), home=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert f"dagster port {port} already in use" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "pgdata").exists()
+
+
+def test_dev_names_the_dagster_process_that_died_not_dagster_devs_zero(tmp_path):
+    from stock_assets.commands.devstack import Child, exit_reason
+
+    log = tmp_path / "dagster.log"
+    log.write_text(  # what dagster dev 1.13 logs before it exits 0
+        "2026-11-29 04:37:00 +0000 - dagster - ERROR - An unexpected exception has occurred\n"
+        "Exception: dagster-webserver process shut down unexpectedly with return code 1\n"
+    )
+    done = subprocess.run([sys.executable, "-c", "raise SystemExit(0)"])
+    child = Child("dagster", [], "", "", process=done, log=log)  # type: ignore[arg-type]
+    said = exit_reason(child)
+    assert said.startswith("dagster: dagster-webserver exited with 1"), said
+    log.write_text("")
+    assert exit_reason(child) == "dagster exited with 0"
