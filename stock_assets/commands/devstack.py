@@ -29,7 +29,9 @@ from stock_assets.settings import Settings
 BIN = Path(sys.executable).parent
 STOP_SECONDS = 30
 SLOW_SECONDS = 180  # a child not answering by then is reported once (it may still come up)
-_DAGSTER_CHILD_DIED = re.compile(r"(dagster-\w+) process shut down unexpectedly with return code (-?\d+)")
+_DAGSTER_CHILD_DIED = re.compile(
+    r"(dagster-\w+) process shut down unexpectedly with return code (-?\d+)"
+)
 
 
 @dataclass

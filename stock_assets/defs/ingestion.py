@@ -5,6 +5,7 @@ No `from __future__ import annotations` here: Dagster reads the context and reso
 """
 
 import datetime as dt
+import time
 from collections.abc import Iterator, Mapping
 
 import pandas as pd
@@ -146,7 +147,13 @@ def raw_prices(
     sessions = sorted(sessions_between(first, last, market.exchange))
     shares = missing_shares(missing, sessions, len(tickers))
     if max(shares.values(), default=0.0) > operations.max_missing_share:
-        _retry_if_left(context, operations)  # a systemic outage or late data: try again later
+        worst = max(shares, key=lambda day: shares[day])
+        first_reason = missing.loc[missing["trade_date"] == worst, "reason"].iloc[0]
+        _retry_if_left(  # a systemic outage or late data: try again later
+            context,
+            operations,
+            f"{shares[worst]:.0%} of tickers missing on {worst} (e.g. {first_reason})",
+        )
     bars, actions, missing = _rows_to_write(stocks_db, checked, missing, (first, last))
     shares = missing_shares(missing, sessions, len(tickers))
     with stocks_db.connect() as conn:  # every table of the run's days in one transaction
@@ -179,16 +186,25 @@ def _collect(
     request it cannot answer (outside its data, unknown ticker, bad file) fails at once."""
     try:
         return collect_prices(source, tickers, span[0], span[1], exchange)
-    except SourceUnavailable:
-        _retry_if_left(context, operations)
+    except SourceUnavailable as exc:
+        _retry_if_left(context, operations, f"{exc}")
         raise
 
 
-def _retry_if_left(context: AssetExecutionContext, operations: OperationsConfig) -> None:
-    """Ask Dagster for a retry with back-off while retries are left (late data, outages)."""
-    if context.retry_number < operations.ingest_retries:
-        wait = operations.ingest_retry_seconds * 2**context.retry_number
-        raise RetryRequested(operations.ingest_retries, seconds_to_wait=wait)
+def _retry_if_left(context: AssetExecutionContext, operations: OperationsConfig, why: str) -> None:
+    """Wait with back-off, then ask Dagster for a retry, while retries are left (late data,
+    outages). The wait happens here, in the step, not in Dagster's retry scheduler: that one
+    sleeps with interrupts captured, so Ctrl-C, SIGTERM and a run's termination would only take
+    effect when the wait ended (up to hours); here they stop the step at once."""
+    if context.retry_number >= operations.ingest_retries:
+        return
+    wait = operations.ingest_retry_seconds * 2**context.retry_number
+    context.log.warning(
+        f"waiting {wait} s for the source before retry {context.retry_number + 1} of "
+        f"{operations.ingest_retries} (Ctrl-C or terminating the run stops now): {why}"
+    )
+    time.sleep(wait)
+    raise RetryRequested(operations.ingest_retries, seconds_to_wait=0)
 
 
 def _rows_to_write(

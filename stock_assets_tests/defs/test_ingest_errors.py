@@ -15,6 +15,8 @@ from stock_assets.market.sources import SyntheticSource, YahooSource
 from stock_assets.settings import load_settings
 from stock_assets_tests.defs.test_bad_data import _defs, _run, _yahoo
 
+PROC = "stock_assets_tests.defs.outage_proc"
+
 
 def _ingest(source, first: str, last: str):
     settings = load_settings().with_market(start_date="2018-12-03")
@@ -66,3 +68,39 @@ def test_a_source_that_does_not_answer_is_retried_with_back_off(stocks_url, monk
     result = _run(defs, "ingest_prices", "2024-01-09", "2024-01-10", DagsterInstance.ephemeral())
     assert not result.success
     assert _retries(result) == 2
+
+
+def test_a_back_off_wait_says_what_it_waits_for_and_ctrl_c_stops_it(stocks_url, tmp_path):
+    """Dagster's own retry wait ignores SIGINT/SIGTERM until it ends (interrupts are captured):
+    a 600 s back-off must instead be announced and end at Ctrl-C."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    log = tmp_path / "run.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", PROC, str(tmp_path), "2", "600"],
+            env=os.environ,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 180
+        while "waiting 600 s" not in log.read_text() and time.monotonic() < deadline:
+            assert process.poll() is None, log.read_text()[-3000:]
+            time.sleep(0.5)
+        said = log.read_text()
+        assert "waiting 600 s for the source before retry 1 of 2" in said, said[-3000:]
+        assert "100% of tickers missing on 2024-01-09 (e.g. yfinance: SYN000" in said
+        assert "YFRateLimitError" in said, said[-3000:]
+        interrupted = time.monotonic()
+        process.send_signal(signal.SIGINT)
+        assert process.wait(60) == 1
+        assert time.monotonic() - interrupted < 30
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
