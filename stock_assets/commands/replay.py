@@ -111,6 +111,19 @@ def _progress(conn) -> pd.DataFrame:
     return query_frame(conn, "SELECT * FROM replay_progress ORDER BY session")
 
 
+def closed_weekdays_before(day: dt.date, start: dt.date, exchange: str) -> list[dt.date]:
+    """The weekdays (partitions) from `start` on that the exchange was closed just before the
+    session `day`: the replay materializes them, empty, in the session's run, as a backfill and
+    the schedule do, so a holiday shows as done in the UI rather than missing."""
+    previous = previous_session(day, exchange)
+    first = max(start, previous + dt.timedelta(days=1)) if previous else start
+    return [
+        first + dt.timedelta(days=n)
+        for n in range((day - first).days)
+        if (first + dt.timedelta(days=n)).weekday() < 5
+    ]
+
+
 def run_replay(
     defs: Definitions,
     instance: DagsterInstance,
@@ -152,7 +165,8 @@ def run_replay(
     for i, day in enumerate(todo, start=len(sessions) - len(todo) + 1):
         elapsed = time.monotonic() - t0
         echo(f"[{i}/{len(sessions)}] {day}: daily operations   ({elapsed:5.0f}s)")
-        run_range(defs, instance, "daily_operations", str(day), str(day))
+        first = closed_weekdays_before(day, start, exchange)[:1] or [day]
+        run_range(defs, instance, "daily_operations", str(first[0]), str(day))
         context = build_sensor_context(instance=instance, cursor=cursor, resources=resources)
         result = sensor(context)
         retraining, reason = None, None

@@ -1,5 +1,5 @@
-"""The after-close schedule of daily operations (exchange holidays are skipped) and the weekly
-audit of the stored price history."""
+"""The after-close schedule of daily operations (every weekday: an exchange holiday is
+materialized empty, as backfills and replays do) and the weekly audit of the stored history."""
 
 from __future__ import annotations
 
@@ -8,19 +8,21 @@ from dagster import (
     RunRequest,
     ScheduleDefinition,
     ScheduleEvaluationContext,
-    SkipReason,
 )
 
 from stock_assets.defs.jobs import audit_prices, daily_operations
 from stock_assets.market.calendars import is_session
 
+EXCHANGE_CLOSED_TAG = "stock_assets/exchange_closed"
 
-def after_close(context: ScheduleEvaluationContext, exchange: str) -> RunRequest | SkipReason:
+
+def after_close(context: ScheduleEvaluationContext, exchange: str) -> RunRequest:
+    """That weekday's partition. A holiday's run writes empty partitions (`exchange_open`
+    false) in seconds; skipping it would leave the day 'missing' in the UI for ever."""
     day = context.scheduled_execution_time.date()
-    if not is_session(day, exchange):
-        return SkipReason(f"{day} is not a {exchange} session (holiday)")
     key = day.isoformat()
-    return RunRequest(run_key=key, partition_key=key)
+    tags = {} if is_session(day, exchange) else {EXCHANGE_CLOSED_TAG: "true"}
+    return RunRequest(run_key=key, partition_key=key, tags=tags)
 
 
 def daily_after_close(timezone: str, exchange: str) -> ScheduleDefinition:
@@ -32,8 +34,8 @@ def daily_after_close(timezone: str, exchange: str) -> ScheduleDefinition:
         execution_fn=lambda context: after_close(context, exchange),
         execution_timezone=timezone,
         default_status=DefaultScheduleStatus.STOPPED,
-        description="Weekdays at 18:30 exchange time: that session's daily operations; "
-        "exchange holidays are skipped.",
+        description="Weekdays at 18:30 exchange time: that session's daily operations; an "
+        "exchange holiday's partitions are materialized empty (exchange_open false).",
     )
 
 

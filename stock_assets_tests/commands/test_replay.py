@@ -110,6 +110,22 @@ def test_stationary_span_does_not_retrain(isolated, monkeypatch, tmp_path):
     _seed_first_model(monkeypatch, home, regime=False)
     summary, _ = _replay(home)
     assert summary.sessions == 29 and summary.retrainings.empty
+    _assert_closed_days_materialized(["2019-05-27"])  # Memorial Day, inside the span
+
+
+def _assert_closed_days_materialized(days: list[str]) -> None:
+    """A closed weekday in a replay is materialized empty, as a backfill and the schedule do:
+    in the UI it is done (exchange_open false), not missing."""
+    from dagster import AssetKey, AssetRecordsFilter, DagsterInstance
+
+    instance = DagsterInstance.get()
+    for key in ("raw_prices", "daily_predictions", "performance_log", "prediction_exports"):
+        done = instance.get_materialized_partitions(AssetKey(key))
+        assert set(days) <= done, (key, sorted(set(days) - done))
+    for day in days:
+        raw = AssetRecordsFilter(asset_key=AssetKey("raw_prices"), asset_partitions=[day])
+        (record,) = instance.fetch_materializations(raw, limit=1).records
+        assert record.asset_materialization.metadata["exchange_open"].value is False
 
 
 def test_default_replay_leaves_the_live_state_untouched(isolated, monkeypatch):

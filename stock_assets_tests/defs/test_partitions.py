@@ -38,10 +38,12 @@ def test_schedule_at_1830_targets_that_days_partition():
     assert requests[0].job_name in (None, "daily_operations")
 
 
-def test_schedule_skips_exchange_holidays():
-    result = _tick(dt.date(2018, 12, 25))
-    assert not result.run_requests
-    assert "2018-12-25 is not a XNYS session" in result.skip_message
+def test_schedule_materializes_an_exchange_holiday_empty_like_a_backfill():
+    (request,) = _tick(dt.date(2018, 12, 25)).run_requests
+    assert request.partition_key == "2018-12-25"
+    assert request.tags["stock_assets/exchange_closed"] == "true"
+    (session,) = _tick(dt.date(2018, 12, 24)).run_requests
+    assert "stock_assets/exchange_closed" not in session.tags
 
 
 def test_calendar_matches_the_real_sample_sessions():
