@@ -16,8 +16,10 @@ from dagster import (
     AssetCheckSeverity,
     AssetDep,
     AssetExecutionContext,
+    AssetObservation,
     DagsterEventType,
     MetadataValue,
+    Output,
     ResourceParam,
     asset,
     asset_check,
@@ -256,9 +258,11 @@ def beats_production(
 ) -> AssetCheckResult:
     key = context.run.tags.get(PARTITION_NAME_TAG)
     rows = candidate_model[candidate_model["dataset_run_id"] == key]
-    if rows.empty:
+    if rows.empty:  # a real fault: ERROR, the run fails and production_model does not run
         return AssetCheckResult(
-            passed=False, metadata={"reason": f"no candidate row for dataset run {key!r}"}
+            passed=False,
+            severity=AssetCheckSeverity.ERROR,
+            metadata={"reason": f"no candidate row for dataset run {key!r}"},
         )
     with stocks_db.connect() as conn:
         verdict = judge(
@@ -269,9 +273,13 @@ def beats_production(
             retraining.min_common_window,
             retraining.promotion_dm_pvalue,
         )
+    mlflow.set_tag(CHECK_NAME, "passed" if verdict.passed else "rejected")
+    # A rejection is the check doing its job, not a fault: WARN keeps the run green and the
+    # lineage graph free of red. production_model still waits for this check (blocking) and
+    # moves the alias only on a passed evaluation of this run (_judged_against).
     return AssetCheckResult(
         passed=verdict.passed,
-        severity=AssetCheckSeverity.ERROR,
+        severity=AssetCheckSeverity.WARN,
         metadata={
             "reason": verdict.reason,
             "decision": MetadataValue.md("\n".join(f"- {t}" for t in verdict.terms)),
@@ -289,19 +297,34 @@ def beats_production(
         schema.PRODUCTION_MODEL,
         {"mlflow"},
         "Moves the MLflow alias `production` to the candidate that passed beats_production, "
-        "and logs the move in model_promotions.",
-    )
+        "and logs the move in model_promotions. A rejected candidate leaves it unmaterialized "
+        "for the dataset run, with an observation saying why.",
+    ),
+    output_required=False,
 )
 def production_model(
     context: AssetExecutionContext,
     candidate_model: pd.DataFrame,
     retraining: RetrainingConfig,
     stocks_db: PostgresResource,
-) -> pd.DataFrame:
+):
     key, name = context.partition_key, retraining.model_name
     row = candidate_model[candidate_model["dataset_run_id"] == key].iloc[0]
     version = str(row.model_version)
-    judged = _judged_against(context, version)
+    judged, verdict = _judged_against(context, version)
+    if judged is None:
+        context.log.info(f"candidate v{version} rejected: {verdict.get('reason', '')}")
+        yield AssetObservation(
+            asset_key=context.asset_key,
+            partition=key,
+            metadata={
+                "decision": "candidate rejected",
+                "candidate_version": version,
+                "production_version": str(verdict.get("production_version", "")),
+                "reason": str(verdict.get("reason", "")),
+            },
+        )
+        return
     failpoints.hit("production_model.before_move")
     with stocks_db.connect() as conn:
         moved = move(
@@ -316,8 +339,7 @@ def production_model(
             log=context.log.warning,
         )
     previous = moved.previous
-    context.add_output_metadata({"production_version": version, "previous_version": str(previous)})
-    return pd.DataFrame(
+    frame = pd.DataFrame(
         {
             "dataset_run_id": [key],
             "model_name": [name],
@@ -326,22 +348,37 @@ def production_model(
             "promoted_at": [pd.Timestamp(dt.datetime.now(dt.UTC))],
         }
     )
+    yield Output(
+        frame,
+        metadata={
+            "decision": "promoted",
+            "production_version": version,
+            "previous_version": str(previous),
+        },
+    )
 
 
-def _judged_against(context: AssetExecutionContext, candidate: str) -> str:
-    """The production version this run's beats_production passed the candidate against:
-    the promotion moves the alias only if production still holds it (compare-and-set)."""
+def _judged_against(context: AssetExecutionContext, candidate: str) -> tuple[str | None, dict]:
+    """The production version this run's beats_production passed the candidate against (the
+    promotion moves the alias only if production still holds it: compare-and-set), or None
+    with the failed verdict's metadata. No evaluation at all is a fault, never a rejection."""
+    rejected = None
     for entry in context.instance.all_logs(
         context.run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION
     ):
         evaluation = entry.dagster_event.event_specific_data
-        if evaluation.check_name != CHECK_NAME or not evaluation.passed:
+        if evaluation.check_name != CHECK_NAME:
             continue
         meta = {k: v.value for k, v in evaluation.metadata.items()}
-        if str(meta.get("candidate_version")) == candidate:
-            return str(meta["production_version"])
+        if str(meta.get("candidate_version")) != candidate:
+            continue
+        if evaluation.passed:
+            return str(meta["production_version"]), meta
+        rejected = meta
+    if rejected is not None:
+        return None, rejected
     raise RuntimeError(
-        f"no passed {CHECK_NAME} for candidate version {candidate} in this run: "
+        f"no {CHECK_NAME} evaluation for candidate version {candidate} in this run: "
         "production_model moves the alias only in the run that judged the candidate"
     )
 

@@ -80,21 +80,47 @@ def test_bootstrap_gives_naive_the_alias(market):
 
 
 def test_failing_check_keeps_alias_and_promotion_log(market):
+    """A rejected candidate is an intended outcome, not a failure: the run succeeds (nothing
+    red in the lineage graph), the check is a WARN on candidate_model, production_model is not
+    materialized but observed with the decision, and the alias and its log stay."""
+    from dagster import AssetKey, DagsterEventType
+
     defs, instance, name = _defs(market, promotion_margin=0.99)  # nobody beats MAE × 0.01
     outcome = _run(defs, instance)
-    assert outcome.ok and not outcome.success
+    assert outcome.ok and outcome.success and not outcome.failed_steps
     assert outcome.check_passed is False and "≥" in outcome.check_reason
     assert outcome.production_kind == "naive"
     assert outcome.production_version != outcome.candidate_version
     with PostgresResource().connect() as conn:
         assert history(conn, name)["reason"].tolist() == ["bootstrap"]
+    run = instance.get_run_by_id(outcome.run_id)
+    assert run.is_success
+    (evaluation,) = [
+        e.dagster_event.event_specific_data
+        for e in instance.all_logs(outcome.run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION)
+    ]
+    assert not evaluation.passed and evaluation.severity.value == "WARN"
+    materialized = {
+        e.dagster_event.asset_key.to_user_string()
+        for e in instance.all_logs(outcome.run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION)
+    }
+    assert "candidate_model" in materialized and "production_model" not in materialized
+    (observed,) = instance.all_logs(outcome.run_id, of_type=DagsterEventType.ASSET_OBSERVATION)
+    observation = observed.dagster_event.event_specific_data.asset_observation
+    assert observation.asset_key == AssetKey("production_model")
+    assert observation.partition == outcome.dataset_run_id
+    meta = {k: v.value for k, v in observation.metadata.items()}
+    assert meta["decision"] == "candidate rejected"
+    assert meta["candidate_version"] == outcome.candidate_version
+    assert meta["production_version"] == outcome.production_version
     runs = mlflow.search_runs(
         experiment_names=["stock_assets"],
         search_all_experiments=False,
         filter_string=f"tags.dagster_run_id = '{outcome.run_id}'",
     )
-    # closed, not left RUNNING: FAILED like the Dagster run the failed check ended
-    assert len(runs) == 1 and runs["status"].tolist() == ["FAILED"]
+    # closed, not left RUNNING; the verdict is a tag, not a FAILED status
+    assert len(runs) == 1 and runs["status"].tolist() == ["FINISHED"]
+    assert runs["tags.beats_production"].tolist() == ["rejected"]
 
 
 def test_passing_check_moves_alias_and_logs_it(market):
