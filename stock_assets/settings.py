@@ -427,6 +427,13 @@ class AlertSettings(Section):
         "An alert no channel could deliver for this long is dropped (and says so).",
         _float,
     )
+    first_tick_hours: float = setting(
+        "STOCK_ASSETS_ALERT_FIRST_TICK_HOURS",
+        24.0,
+        "An alert sensor's first tick also alerts on failures this recent (a run that failed "
+        "before the daemon ever ran); older history is not alerted.",
+        _float,
+    )
 
     def validate(self) -> AlertSettings:
         if self.smtp_host and not self.email_to:
@@ -437,6 +444,10 @@ class AlertSettings(Section):
             raise ValueError(
                 "STOCK_ASSETS_ALERT_RETRY_MAX_SECONDS must be ≥ 60 (the first back-off), "
                 f"got {self.retry_max_seconds:g}"
+            )
+        if self.first_tick_hours < 0:
+            raise ValueError(
+                f"STOCK_ASSETS_ALERT_FIRST_TICK_HOURS must be >= 0, got {self.first_tick_hours:g}"
             )
         if self.give_up_hours <= 0:
             raise ValueError(

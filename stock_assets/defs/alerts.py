@@ -11,6 +11,7 @@ No `from __future__ import annotations` here: Dagster reads the context hints.
 """
 
 import json
+import time
 from collections.abc import Callable
 
 from dagster import (
@@ -63,7 +64,7 @@ def _run_failure(instance: DagsterInstance, record: EventLogRecord) -> tuple[str
     failures = instance.all_logs(entry.run_id, of_type=DagsterEventType.STEP_FAILURE)
     steps = [e.step_key for e in failures if e.step_key]
     messages = [
-        data.error.message.strip()
+        _root_cause(data.error)
         for e in failures
         if (data := e.dagster_event.event_specific_data) and getattr(data, "error", None)
     ]
@@ -74,6 +75,16 @@ def _run_failure(instance: DagsterInstance, record: EventLogRecord) -> tuple[str
     return f"run:{entry.run_id}", run_failure_alert_for(
         entry.run_id, job, tags, steps, "\n".join(messages)
     )
+
+
+def _root_cause(error) -> str:
+    """Dagster wraps a step's exception ('Error occurred while executing op …'): the alert
+    says the exception itself, after the wrapper's line."""
+    lines = [error.message.strip()]
+    while error.cause is not None:
+        error = error.cause
+        lines.append(error.message.strip())
+    return lines[0] if len(lines) == 1 else f"{lines[0]}\n  caused by: {lines[-1]}"
 
 
 @sensor(
@@ -140,12 +151,12 @@ def _alert_tick(
     """Retry what is waiting, then alert on the events after the cursor; the cursor keeps both
     the last event seen and the alerts a channel has not delivered yet."""
     after, outbox = _parse(context.cursor)
-    if after is None:  # first tick: alert from now on, not on the whole history
-        newest = _records(context.instance, event_type, None, limit=1, ascending=False)
-        after = newest[0].storage_id if newest else 0
-        context.update_cursor(_dump(after, outbox))
-        return SkipReason(f"watching {what}s after event {after}")
     cfg = alerts.settings()
+    if after is None:  # first tick: the recent past (a run that failed before the daemon ran,
+        # e.g. one launched from the CLI), not the whole history
+        since = time.time() - cfg.first_tick_hours * 3600
+        older = _records(context.instance, event_type, None, 1, ascending=False, before=since)
+        after = older[0].storage_id if older else 0
     problems = outbox.retry_due(cfg)
     records = _records(context.instance, event_type, after, limit=BATCH, ascending=True)
     sent = 0
@@ -171,13 +182,16 @@ def _records(
     after: int | None,
     limit: int,
     ascending: bool,
+    before: float | None = None,
 ) -> list[EventLogRecord]:
     if event_type == DagsterEventType.RUN_FAILURE:  # run status events have their own query
-        changes = RunStatusChangeRecordsFilter(event_type, after_storage_id=after)
+        changes = RunStatusChangeRecordsFilter(
+            event_type, after_storage_id=after, before_timestamp=before
+        )
         return list(
             instance.fetch_run_status_changes(changes, limit=limit, ascending=ascending).records
         )
-    events = EventRecordsFilter(event_type=event_type, after_cursor=after)
+    events = EventRecordsFilter(event_type=event_type, after_cursor=after, before_timestamp=before)
     return list(instance.get_event_records(events, limit=limit, ascending=ascending))
 
 

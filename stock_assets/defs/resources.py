@@ -310,6 +310,7 @@ class AlertChannels(ConfigurableResource):
     timeout: float
     retry_max_seconds: float
     give_up_hours: float
+    first_tick_hours: float
 
     @classmethod
     def of(cls, settings: AlertSettings) -> AlertChannels:

@@ -1,5 +1,6 @@
 """The real dagster-daemon and webserver, as processes on the embedded Postgres: the retraining
-sensor asks for the first learned model and the daemon's run completes. Bounded in time."""
+sensor asks for the first learned model and the daemon's run completes; a run that failed from
+the CLI before the daemon ever ran is alerted, once. Bounded in time."""
 
 from __future__ import annotations
 
@@ -15,11 +16,14 @@ from pathlib import Path
 
 import pytest
 
+from stock_assets_tests.defs.test_alerts import webhook  # noqa: F401 (a fixture)
+
 BIN = Path(sys.executable).parent
 DEADLINE_SECONDS = 420
 
 
-CODE = ["-m", "stock_assets.definitions"]  # the plain dagster tools name the code location
+CODE = ["-m", "stock_assets.definitions"]
+LAST_DAY = ["--partition", "2019-12-31"]  # the plain dagster tools name the code location
 
 
 def _free_port() -> int:
@@ -29,7 +33,7 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def daemon_env(tmp_path_factory: pytest.TempPathFactory):
+def daemon_env(tmp_path_factory: pytest.TempPathFactory, webhook):  # noqa: F811
     home = tmp_path_factory.mktemp("daemon-home")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("STOCK_ASSETS_", "DAGSTER_"))}
     env.update(
@@ -44,6 +48,7 @@ def daemon_env(tmp_path_factory: pytest.TempPathFactory):
         STOCK_ASSETS_FIRST_MODEL_SESSIONS="500",
         STOCK_ASSETS_PROMOTION_MARGIN="-10",
         STOCK_ASSETS_INGEST_RETRIES="0",
+        STOCK_ASSETS_ALERT_WEBHOOK_URL=webhook[0],
     )
     setup = subprocess.run(
         ["bash", "-c", 'eval "$(stock-assets env)" && env'],
@@ -57,12 +62,12 @@ def daemon_env(tmp_path_factory: pytest.TempPathFactory):
         key, _, value = line.partition("=")
         if key.startswith(("DAGSTER_", "STOCK_ASSETS_", "MLFLOW_")):
             env[key] = value
-    yield env
+    yield env, webhook[1]
     subprocess.run([str(BIN / "stock-assets"), "db", "stop"], env=env, capture_output=True)
 
 
 def test_daemon_runs_a_sensor_requested_retraining(daemon_env):
-    env = daemon_env
+    env, alerts = daemon_env
     subprocess.run(
         [
             "dagster",
@@ -80,6 +85,15 @@ def test_daemon_runs_a_sensor_requested_retraining(daemon_env):
         check=True,
         cwd=env["STOCK_ASSETS_HOME"],
     )
+    failing = subprocess.run(  # launched from the CLI, in process, before any daemon ran
+        ["dagster", "asset", "materialize", *CODE, "--select", "raw_prices", *LAST_DAY],
+        env={**env, "STOCK_ASSETS_TICKERS": "SYN000,NOPE"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=env["STOCK_ASSETS_HOME"],
+    )
+    assert failing.returncode != 0 and "unknown ticker(s) NOPE" in failing.stdout + failing.stderr
     subprocess.run(
         ["dagster", "sensor", "start", *CODE, "retraining_sensor"],
         env=env,
@@ -109,7 +123,25 @@ def test_daemon_runs_a_sensor_requested_retraining(daemon_env):
                 )
             )
         stack.callback(_stop, procs)
-        _wait_for_retraining(env, port, logs)
+        instance = _wait_for_retraining(env, port, logs)
+        _wait_for_failure_alert(instance, alerts, logs)
+
+
+def _wait_for_failure_alert(instance, alerts: list[dict], logs: Path) -> None:
+    """The CLI run's failure reaches the webhook once (run_failure_alert's first tick looks back
+    STOCK_ASSETS_ALERT_FIRST_TICK_HOURS), and the retraining run, a success, is not alerted."""
+    from dagster._core.storage.dagster_run import DagsterRunStatus, RunsFilter
+
+    (failed,) = instance.get_runs(RunsFilter(statuses=[DagsterRunStatus.FAILURE]))
+    deadline = time.monotonic() + 120  # the sensor ticks every 30 s
+    while time.monotonic() < deadline and not any(a["kind"] == "run_failure" for a in alerts):
+        time.sleep(2)
+    time.sleep(35)  # one more tick: nothing is sent twice
+    runs = [a for a in alerts if a["kind"] == "run_failure"]
+    assert [a["details"]["run_id"] for a in runs] == [failed.run_id], (
+        logs / "daemon.log"
+    ).read_text()[-3000:]
+    assert "unknown ticker(s) NOPE" in runs[0]["body"]
 
 
 def _stop(procs: list[subprocess.Popen]) -> None:
@@ -155,3 +187,4 @@ def _wait_for_retraining(env: dict, port: int, logs: Path) -> None:
     assert run.status == DagsterRunStatus.SUCCESS, (logs / "daemon.log").read_text()[-3000:]
     assert run.tags.get("dagster/sensor_name") == "retraining_sensor"
     assert "first learned model" in run.tags["stock_assets/reason"]
+    return instance
