@@ -92,13 +92,21 @@ class PredictionList(BaseModel):
     predictions: list[Prediction]
 
 
+NEXT_START = Field(
+    default=None,
+    description=f"Set when the range asked for spans more than {MAX_RANGE_DAYS} days: it was "
+    "served from `start` for that many days (`end`), and the rest starts here.",
+)
+
+
 class PredictionPage(BaseModel):
     ticker: str
-    start: dt.date
-    end: dt.date
+    start: dt.date = Field(description="First as-of date served (empty range if after `end`)")
+    end: dt.date = Field(description="Last as-of date served")
     page: int
     page_size: int
     total: int
+    next_start: dt.date | None = NEXT_START
     predictions: list[Prediction]
 
 
@@ -113,8 +121,9 @@ class PriceBar(BaseModel):
 
 class PriceHistory(BaseModel):
     ticker: str
-    start: dt.date
-    end: dt.date
+    start: dt.date = Field(description="First session served (empty range if after `end`)")
+    end: dt.date = Field(description="Last session served")
+    next_start: dt.date | None = NEXT_START
     basis: Literal["as traded", "adjusted"] = Field(
         description="as traded: each bar as it traded that day; adjusted: for every split and "
         "dividend known now (the `adjusted_prices` view)"

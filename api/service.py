@@ -43,16 +43,21 @@ def not_found(detail: str) -> HTTPException:
     return HTTPException(status_code=404, detail=detail)
 
 
-def check_range(start: dt.date, end: dt.date) -> None:
-    if start > end:
-        raise HTTPException(422, detail=f"start {start} is after end {end}")
-    days = (end - start).days
-    if days > schemas.MAX_RANGE_DAYS:
-        raise HTTPException(
-            422,
-            detail=f"date range {start} … {end} spans {days} days; "
-            f"the cap is {schemas.MAX_RANGE_DAYS} days",
-        )
+def served_range(
+    start: dt.date | None, end: dt.date | None, newest: dt.date | None
+) -> tuple[dt.date, dt.date, dt.date | None]:
+    """The range a request is served, and where the next one starts when the cap cut it.
+
+    Every request the OpenAPI schema allows succeeds: a range longer than MAX_RANGE_DAYS is
+    served from `start` for MAX_RANGE_DAYS days with `next_start` saying where to go on (as a
+    page does), and `start` after `end` is an empty range, not an error. Without `end` the range
+    runs to the ticker's newest row; without `start` it is the year before `end`."""
+    last = end or newest or dt.date.today()
+    first = start or _days_before(last, DEFAULT_HISTORY_DAYS)
+    if (last - first).days > schemas.MAX_RANGE_DAYS:  # so `first` is far from date.max
+        capped = first + dt.timedelta(days=schemas.MAX_RANGE_DAYS)
+        return first, capped, capped + dt.timedelta(days=1)
+    return first, last, None
 
 
 def _days_before(day: dt.date, days: int) -> dt.date:
@@ -190,15 +195,11 @@ class Service:
         page: int,
         page_size: int,
     ) -> bytes:
-        if start is not None and end is not None:
-            check_range(start, end)  # 422 before any database work
 
         async def build() -> BaseModel:
             await self._known_ticker(ticker)
-            last = end or await self.db.newest_as_of(ticker) or dt.date.today()
-            first = start or _days_before(last, DEFAULT_HISTORY_DAYS)
-            if start is None or end is None:  # an explicit range was checked already
-                check_range(first, last)
+            newest = None if end else await self.db.newest_as_of(ticker)
+            first, last, next_start = served_range(start, end, newest)
             total, rows = await self.db.prediction_history(
                 ticker, first, last, (page - 1) * page_size, page_size
             )
@@ -209,6 +210,7 @@ class Service:
                 page=page,
                 page_size=page_size,
                 total=total,
+                next_start=next_start,
                 predictions=await self._with_kinds(rows),
             )
 
@@ -217,21 +219,18 @@ class Service:
     async def prices(
         self, ticker: str, start: dt.date | None, end: dt.date | None, adjusted: bool = False
     ) -> bytes:
-        if start is not None and end is not None:
-            check_range(start, end)
 
         async def build() -> BaseModel:
             await self._known_ticker(ticker)
-            last = end or (await self.db.raw_span(ticker, dt.date.max))["last"]
-            first = start or _days_before(last, DEFAULT_HISTORY_DAYS)
-            if start is None or end is None:  # an explicit range was checked already
-                check_range(first, last)
+            newest = None if end else (await self.db.raw_span(ticker, dt.date.max))["last"]
+            first, last, next_start = served_range(start, end, newest)
             rows = await self.db.prices(ticker, first, last, adjusted)
             return schemas.PriceHistory(
                 ticker=ticker,
                 start=first,
                 end=last,
                 basis="adjusted" if adjusted else "as traded",
+                next_start=next_start,
                 prices=[schemas.PriceBar(**r) for r in rows],
             )
 
