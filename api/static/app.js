@@ -69,8 +69,13 @@ function renderNext(p) {
     `${p.ticker} for ${p.target_date} (as of ${p.as_of_date}) · model v${p.model_version} (${p.model_kind || "unknown"})`;
 }
 
-function renderSkill(overall, mine, ticker) {
+function renderSkill(performance, mine, ticker) {
+  const overall = performance.overall;
   const skill = overall.skill;
+  // the big figure is every ticker's, whatever the selector says: say so, and give the
+  // selected ticker's own line below
+  document.getElementById("skill-scope").textContent =
+    `skill of all ${performance.tickers.length} tickers over the newest ${performance.window_sessions} scored sessions`;
   const el = document.getElementById("skill-value");
   el.textContent = skill === null ? "–" : `${skill >= 0 ? "+" : ""}${(100 * skill).toFixed(2)} %`;
   el.className = `big ${skill > 0 ? "up" : skill < 0 ? "down" : ""}`;
@@ -197,7 +202,7 @@ async function select(ticker) {
   renderTable(state.latest, ticker);
   if (next) renderNext(next);
   const mine = state.performance.tickers.find((t) => t.ticker === ticker);
-  renderSkill(state.performance.overall, mine, ticker);
+  renderSkill(state.performance, mine, ticker);
   const end = next ? next.as_of_date : new Date().toISOString().slice(0, 10);
   const start = daysBefore(end, CHART_DAYS);
   const q = `start=${start}&end=${end}`;

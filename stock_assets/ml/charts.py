@@ -11,8 +11,33 @@ import pandas as pd
 CHART_TICKERS = 5  # a chart of 500 lines says nothing and took 4.8 s per run
 
 
+def indexed_closes(frame: pd.DataFrame) -> tuple[pd.DataFrame, bool]:
+    """Closes per session (rows) and ticker (columns), each indexed to 100 at its first close
+    in the window when there is more than one ticker: ^GSPC near 2,700 and ^IXIC near 7,500 on
+    one price axis are two flat lines. One ticker keeps its prices."""
+    wide = frame.pivot_table(index="trade_date", columns="ticker", values="close").sort_index()
+    wide.index = pd.to_datetime(wide.index).date
+    if wide.shape[1] <= 1:
+        return wide, False
+    first = wide.apply(lambda column: column.dropna().iloc[0] if column.notna().any() else None)
+    return wide / first * 100.0, True
+
+
+def session_ticks(days: list, most: int = 6) -> tuple[list[int], list[str]]:
+    """Positions and date labels for at most `most` ticks, on sessions: the x axis is the
+    session's position, so no weekend gaps and no noon ticks between two sessions."""
+    if not days:
+        return [], []
+    step = max(1, -(-len(days) // most))
+    positions = list(range(0, len(days), step))
+    if positions[-1] != len(days) - 1 and len(days) - 1 - positions[-1] >= step / 2:
+        positions.append(len(days) - 1)
+    return positions, [str(days[i]) for i in positions]
+
+
 def price_chart_markdown(frame: pd.DataFrame, title: str) -> str:
-    """Closes of the first CHART_TICKERS tickers (the title says when there are more)."""
+    """Closes of the first CHART_TICKERS tickers (the title says when there are more), indexed
+    to 100 at the window's start when there are several."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -22,13 +47,16 @@ def price_chart_markdown(frame: pd.DataFrame, title: str) -> str:
     if len(tickers) > CHART_TICKERS:
         title = f"{title} (first {CHART_TICKERS} of {len(tickers)} tickers)"
         frame = frame[frame["ticker"].isin(tickers[:CHART_TICKERS])]
+    wide, indexed = indexed_closes(frame)
+    days = list(wide.index)
     fig, ax = plt.subplots(figsize=(7, 3), dpi=80)
-    for ticker, rows in frame.groupby("ticker"):
-        ax.plot(pd.to_datetime(rows["trade_date"]), rows["close"], marker=".", label=ticker)
+    for ticker in wide.columns:
+        ax.plot(range(len(days)), wide[ticker].to_numpy(float), marker=".", label=ticker)
+    positions, labels = session_ticks(days)
+    ax.set_xticks(positions, labels, rotation=30, ha="right", fontsize="small")
     ax.set_title(title)
-    ax.set_ylabel("close")
+    ax.set_ylabel(f"close, {days[0]} = 100" if indexed and days else "close")
     ax.legend(loc="best", fontsize="small")
-    fig.autofmt_xdate()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", bbox_inches="tight")
     plt.close(fig)
@@ -74,6 +102,9 @@ def prediction_chart_markdown(rows: pd.DataFrame, title: str) -> str:
         .sort_values("trade_date")
         .groupby("ticker")
     ]
+    indexed = len(series) > 1  # several price levels on one axis flatten each other
+    if indexed:
+        series = [(ticker, _indexed_window(r)) for ticker, r in series]
     days = sorted({d for _, r in series for d in pd.to_datetime(r["trade_date"]).dt.date})
     values = np.concatenate(
         [r[c].to_numpy(float) for _, r in series for c in ("actual_close", "lower", "upper")]
@@ -103,6 +134,8 @@ def prediction_chart_markdown(rows: pd.DataFrame, title: str) -> str:
     ]
     for value in (lo, (lo + hi) / 2, hi):
         parts.append(text(left - 4, y(value) + 4, f"{value:,.2f}", "end", 10))
+    if indexed:
+        parts.append(text(left, top - 4, "each ticker = 100 at its first close shown", size=10))
     if days:
         parts.append(text(left, height - 10, str(days[0]), "start", 10))
         parts.append(text(width - right, height - 10, str(days[-1]), "end", 10))
@@ -140,6 +173,14 @@ def prediction_chart_markdown(rows: pd.DataFrame, title: str) -> str:
     )
     encoded = base64.b64encode(svg.encode()).decode()
     return f"![{title}](data:image/svg+xml;base64,{encoded})"
+
+
+def _indexed_window(rows: pd.DataFrame) -> pd.DataFrame:
+    """A ticker's closes, predictions and bounds over its first actual close shown, × 100."""
+    known = rows["actual_close"].dropna()
+    base = float(known.iloc[0]) if len(known) else float(rows["predicted_close"].dropna().iloc[0])
+    columns = ["actual_close", "predicted_close", "lower", "upper"]
+    return rows.assign(**{c: rows[c].astype(float) / base * 100.0 for c in columns})
 
 
 def _points(points: list[tuple[float, float]]) -> str:

@@ -593,6 +593,8 @@ def test_dashboard_renders_offline_in_chromium(api, seeded):
         page.select_option("#ticker", "SYN002")
         page.wait_for_selector("body[data-ready='1']", timeout=30_000)
         title = page.inner_text("#chart-title")
+        scope = page.inner_text("#skill-scope")
+        own = page.inner_text("#skill-ticker")
         page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
         browser.close()
     latest = _ok(api.get("/predictions/latest"))["predictions"]
@@ -618,6 +620,11 @@ def test_dashboard_renders_offline_in_chromium(api, seeded):
     first = sorted(by_month)[0]
     assert tips[0].startswith(f"{first}: {sum(by_month[first])}/{len(by_month[first])} covered")
     assert title.startswith("SYN002")
+    # the big skill figure is labelled as every ticker's; the selected ticker's is its own line
+    sessions = _ok(api.get("/performance"))["window_sessions"]
+    said = f"skill of all {len(TICKERS)} tickers over the newest {sessions} scored sessions"
+    assert scope == said
+    assert own.startswith("SYN002: skill ")
     origin = str(api.base_url)
     assert requested and all(u.startswith(origin) or u.startswith("data:") for u in requested)
 
