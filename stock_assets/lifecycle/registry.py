@@ -60,11 +60,15 @@ def configure(tracking_uri: str, artifact_root: Path) -> str:
 
         libpq = "postgresql://" + tracking_uri.split("://", 1)[1]
         try:
-            psycopg2.connect(libpq, connect_timeout=10).close()
+            conn = psycopg2.connect(libpq, connect_timeout=10)
         except psycopg2.OperationalError as exc:
             raise RegistryError(
                 f"MLflow tracking store unreachable at {redact(tracking_uri)}: {exc}".strip()
             ) from exc
+        try:
+            relocate_artifacts(conn, artifact_root.as_uri())
+        finally:
+            conn.close()
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
     try:
@@ -83,6 +87,46 @@ def configure(tracking_uri: str, artifact_root: Path) -> str:
         raise RegistryError(
             f"MLflow tracking store unreachable at {redact(tracking_uri)}: {exc}"
         ) from exc
+
+
+# Where MLflow's SQL store writes artifact locations, as absolute URIs (MLflow 3.17).
+ARTIFACT_COLUMNS = (
+    ("experiments", "artifact_location"),
+    ("runs", "artifact_uri"),
+    ("logged_models", "artifact_location"),
+    ("model_versions", "storage_location"),
+)
+
+
+def relocate_artifacts(conn: Any, root_uri: str) -> int:
+    """Make a moved or copied state folder use its own artifacts; returns the rows rewritten.
+
+    MLflow stores `file:///<old home>/mlartifacts/...` in its database, so a copy of a state
+    folder would read (and write new runs into) the original's folder, or fail once it is gone.
+    When the platform experiment's location is a file URI other than `root_uri`, every stored
+    location under the old root is moved under the new one, in one transaction. A store on a
+    tracking server (`mlflow-artifacts:`) or not yet created is left alone."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT to_regclass('experiments') IS NOT NULL")
+        if not cur.fetchone()[0]:
+            conn.rollback()
+            return 0
+        cur.execute("SELECT artifact_location FROM experiments WHERE name = %s", (EXPERIMENT,))
+        row = cur.fetchone()
+        old = row[0] if row else None
+        if not old or old == root_uri or not old.startswith("file:"):
+            conn.rollback()
+            return 0
+        moved = 0
+        for table, column in ARTIFACT_COLUMNS:
+            cur.execute(
+                f"UPDATE {table} SET {column} = %s || substr({column}, %s) "
+                f"WHERE {column} = %s OR starts_with({column}, %s)",
+                (root_uri, len(old) + 1, old, old + "/"),
+            )
+            moved += cur.rowcount
+    conn.commit()
+    return moved
 
 
 def log_forecaster(
