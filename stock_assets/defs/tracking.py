@@ -31,6 +31,11 @@ def mlflow_tracking_managed(context):
         # dagster-mlflow marks its own class beta; the project opts in knowingly
         warnings.filterwarnings("ignore", category=BetaWarning, module=r"dagster(_mlflow)?\b")
         tracker = MlFlow(context)
+    partition = context.dagster_run.tags.get("dagster/partition") if context.dagster_run else None
+    if partition and mlflow.active_run() is not None:
+        # dagster-mlflow names the run after the job ("retrain" every time): name it after what
+        # it is, the dataset run it trains
+        mlflow.set_tag("mlflow.runName", f"retrain {partition}")
     try:
         yield tracker
     finally:

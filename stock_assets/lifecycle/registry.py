@@ -136,9 +136,11 @@ def log_forecaster(
     model_name: str,
     input_example: pd.DataFrame,
     tags: dict[str, str],
+    description: str = "",
 ) -> str:
     """Log the pyfunc model in the active run, register it and pin its files' digests;
-    returns the new version."""
+    returns the new version. The model and the version get descriptions: the MLflow UI reads
+    as a registry (what each version is and how it scored), not as a log."""
     import mlflow
     import torch
     from mlflow.models import infer_signature
@@ -182,7 +184,33 @@ def log_forecaster(
     client = mlflow.MlflowClient()
     for key, value in {**tags, **digests.tags()}.items():
         client.set_model_version_tag(model_name, version, key, value)
+    client.update_registered_model(model_name, description=MODEL_DESCRIPTION)
+    if description:
+        client.update_model_version(model_name, version, description=description)
     return version
+
+
+MODEL_DESCRIPTION = (
+    "Next-session close forecasts with an 80 % interval, one version per retraining (a "
+    "PyTorch sequence model tuned by Optuna) or the naive model (tomorrow = today). The alias "
+    "`production` marks the version daily_predictions serve; every move of it, with its reason, "
+    "is in the model_promotions table (`stock-assets promotions`)."
+)
+
+
+def candidate_description(candidate: Candidate) -> str:
+    """Kind, cutoff, test window and test metrics next to naive, in one paragraph."""
+    bundle, table = candidate.bundle, candidate.table
+    first, last = candidate.test_window
+    model, naive = table["model"], table["naive"]
+    return (
+        f"{candidate.config.arch} forecaster, dataset run {bundle.dataset_run_id}: trained on "
+        f"sessions up to {bundle.cutoff}, {bundle.seq_len}-session windows of "
+        f"{len(bundle.features)} features over {len(bundle.tickers)} tickers. Test {first} … "
+        f"{last}: MAE {model['mae']:.4f} vs naive {naive['mae']:.4f} (skill "
+        f"{model['skill']:+.4f}), MAPE {model['mape']:.3f} %, 80 % interval coverage "
+        f"{model['coverage']:.0%}."
+    )
 
 
 def log_candidate(
@@ -223,7 +251,9 @@ def log_candidate(
         "cutoff": str(bundle.cutoff),
         "dagster_run_id": dagster_run_id,
     }
-    return log_forecaster(conn, bundle, candidate.net, model_name, example, tags)
+    return log_forecaster(
+        conn, bundle, candidate.net, model_name, example, tags, candidate_description(candidate)
+    )
 
 
 @dataclass(frozen=True)
@@ -289,9 +319,16 @@ def register_naive(conn: Any, model_name: str, prices: pd.DataFrame) -> str:
     bundle = naive_bundle(prices, tickers)
     example = prices.sort_values("trade_date").groupby("ticker").tail(3)
     nested = mlflow.active_run() is not None
-    with mlflow.start_run(run_name="naive-bootstrap", nested=nested):
+    first, last = prices["trade_date"].min(), prices["trade_date"].max()
+    description = (
+        f"naive model: the next close is today's close. Its 80 % interval (±{bundle.half_width:.4f} "
+        f"in log return at median volatility) is calibrated on the last "
+        f"{NAIVE_RESIDUAL_SESSIONS} volatility-scaled returns of prices {first} … {last}; it "
+        "holds production until a learned candidate beats it."
+    )
+    with mlflow.start_run(run_name="naive bootstrap", nested=nested):
         mlflow.log_params({"kind": NAIVE, "half_width": bundle.half_width})
-        return log_forecaster(conn, bundle, None, model_name, example, {"kind": NAIVE})
+        return log_forecaster(conn, bundle, None, model_name, example, {"kind": NAIVE}, description)
 
 
 # --- pinned files --------------------------------------------------------------------------

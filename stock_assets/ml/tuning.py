@@ -171,17 +171,23 @@ def tracked(
     import mlflow
 
     def trial_run(trial: optuna.Trial) -> float:
-        with mlflow.start_run(run_name=f"trial-{trial.number}", nested=True):
+        pruned: optuna.TrialPruned | None = None
+        with mlflow.start_run(run_name=f"trial {trial.number}", nested=True) as active:
             mlflow.set_tags({"dataset_run_id": key, "optuna_study": name})
             try:
                 value = run(trial)
-            except optuna.TrialPruned:
-                mlflow.log_params(trial.params)
-                mlflow.set_tag("state", "pruned")
-                raise
+            except optuna.TrialPruned as exc:
+                mlflow.set_tags({"pruned": "true", "state": "pruned"})
+                pruned = exc
+            else:
+                mlflow.log_metric("val_loss", value)
             mlflow.log_params(trial.params)
-            mlflow.log_metric("val_loss", value)
-            return value
+        if pruned is not None:
+            # stopped early on purpose: its own state, not FAILED (an exception inside the
+            # `with` would end it FAILED); KILLED and the `pruned` tag tell it apart
+            mlflow.MlflowClient().set_terminated(active.info.run_id, status="KILLED")
+            raise pruned
+        return value
 
     return trial_run
 

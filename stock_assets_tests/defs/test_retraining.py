@@ -133,6 +133,24 @@ def test_passing_check_moves_alias_and_logs_it(market):
     assert log["reason"].tolist() == ["bootstrap", "beats production"]
     assert log["new_version"].iloc[-1] == outcome.candidate_version
     assert log["dataset_run_id"].iloc[-1] == outcome.dataset_run_id
+    # MLflow reads as a registry: runs named by what they are, model and versions described
+    client = mlflow.MlflowClient()
+    (parent,) = client.search_runs(
+        [mlflow.get_experiment_by_name("stock_assets").experiment_id],
+        f"tags.dagster_run_id = '{outcome.run_id}'",
+    )
+    assert parent.info.run_name == f"retrain {outcome.dataset_run_id}"
+    children = client.search_runs(
+        [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+    )
+    names = sorted(c.info.run_name for c in children)
+    assert names[0] == "naive bootstrap" and names[1:] == [f"trial {n}" for n in range(2)]
+    assert "production" in client.get_registered_model(name).description
+    described = client.get_model_version(name, outcome.candidate_version).description
+    cutoff = str(CUTOFF)
+    assert f"trained on sessions up to {cutoff}" in described and "vs naive" in described
+    naive = client.get_model_version(name, log["new_version"].iloc[0]).description
+    assert naive.startswith("naive model: the next close is today's close")
 
     # lineage on the candidate's MLflow run, and no run of the retraining left open
     version = mlflow.MlflowClient().get_model_version(name, outcome.candidate_version)
@@ -143,7 +161,7 @@ def test_passing_check_moves_alias_and_logs_it(market):
         experiment_names=["stock_assets"],
         filter_string=f"tags.mlflow.parentRunId = '{version.run_id}'",
     )
-    trials = children[children["tags.mlflow.runName"].str.startswith("trial-")]
+    trials = children[children["tags.mlflow.runName"].str.startswith("trial ")]
     assert len(trials) == 2  # one nested run per Optuna trial
     assert set(children["status"]) == {"FINISHED"}
 
