@@ -321,8 +321,8 @@ def register_naive(conn: Any, model_name: str, prices: pd.DataFrame) -> str:
     nested = mlflow.active_run() is not None
     first, last = prices["trade_date"].min(), prices["trade_date"].max()
     description = (
-        f"naive model: the next close is today's close. Its 80 % interval (±{bundle.half_width:.4f} "
-        f"in log return at median volatility) is calibrated on the last "
+        "naive model: the next close is today's close. Its 80 % interval "
+        f"(±{bundle.half_width:.4f} in log return at median volatility) is calibrated on the last "
         f"{NAIVE_RESIDUAL_SESSIONS} volatility-scaled returns of prices {first} … {last}; it "
         "holds production until a learned candidate beats it."
     )
