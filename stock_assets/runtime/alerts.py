@@ -159,7 +159,8 @@ class Outbox:
         except AlertDeliveryError as exc:
             wait = backoff(1, cfg)
             self.pending.append(Pending(key, alert, exc.failed, 1, now, now + wait, str(exc)))
-            return f"{exc} (retrying in {wait:.0f} s)"
+            said = [f"{exc} (retrying in {wait:.0f} s)", *self._trim()]
+            return "; ".join(said)
 
     def retry_due(self, cfg: AlertSettings, now: float | None = None) -> list[str]:
         """Try again every alert whose back-off has passed; returns what still failed or was
@@ -196,11 +197,16 @@ class Outbox:
                     )
                 )
                 problems.append(f"{exc} (attempt {p.attempts + 1}, retrying in {wait:.0f} s)")
-        overflow = len(kept) - self.MAX_PENDING
-        for p in kept[: max(overflow, 0)]:
-            problems.append(f"{p.key}: dropped, more than {self.MAX_PENDING} alerts waiting")
-        self.pending = kept[max(overflow, 0) :]
-        return problems
+        self.pending = kept
+        return problems + self._trim()
+
+    def _trim(self) -> list[str]:
+        """Past MAX_PENDING the oldest are dropped, each named: the cursor must stay small even
+        through a long outage with many failures (checked on every add, not only on retry)."""
+        overflow = max(len(self.pending) - self.MAX_PENDING, 0)
+        dropped = self.pending[:overflow]
+        self.pending = self.pending[overflow:]
+        return [f"{p.key}: dropped, more than {self.MAX_PENDING} alerts waiting" for p in dropped]
 
 
 def clock() -> float:

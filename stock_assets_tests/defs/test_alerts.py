@@ -268,3 +268,18 @@ def test_the_smtp_password_reaches_dagster_as_an_env_var_not_a_value(monkeypatch
     assert channels.smtp_password.env_var_name == "STOCK_ASSETS_ALERT_SMTP_PASSWORD"
     with build_resources({"alerts": channels}) as resources:
         assert resources.alerts.settings().smtp_password == "s3cret"  # resolved when used
+
+
+def test_the_outbox_never_holds_more_than_its_cap_even_within_one_tick(channels, monkeypatch):
+    """A long outage with many new failures in one tick: the cursor stays bounded, and what is
+    dropped is named."""
+    _, _, state = channels
+    monkeypatch.delenv("STOCK_ASSETS_ALERT_SMTP_HOST")
+    monkeypatch.setattr(Outbox, "MAX_PENDING", 3)
+    cfg = AlertSettings.from_env()
+    outbox = Outbox()
+    state["fail_next"] = 100
+    said = [outbox.send(f"k{n}", Alert("run_failure", "s", "b"), cfg, now=0.0) for n in range(5)]
+    assert [p.key for p in outbox.pending] == ["k2", "k3", "k4"]
+    assert "k0: dropped, more than 3 alerts waiting" in said[3]
+    assert "k1: dropped, more than 3 alerts waiting" in said[4]
