@@ -7,7 +7,16 @@ import dataclasses
 
 from dagster import Definitions
 
-from stock_assets.defs import alerts, ingestion, jobs, operations, retraining, schedules, sensors
+from stock_assets.defs import (
+    alerts,
+    demotion,
+    ingestion,
+    jobs,
+    operations,
+    retraining,
+    schedules,
+    sensors,
+)
 from stock_assets.defs.io_manager import PostgresPandasIOManager
 from stock_assets.defs.partitions import retimed, trading_days_partitions
 from stock_assets.defs.resources import (
@@ -50,7 +59,7 @@ def build_definitions(
     return Definitions(
         assets=retimed(ASSETS, days),
         asset_checks=CHECKS,
-        jobs=jobs.JOBS,
+        jobs=[*jobs.JOBS, demotion.demote_production],
         schedules=[
             schedules.daily_after_close(market.timezone, market.exchange),
             schedules.weekly_audit(market.timezone),

@@ -348,6 +348,19 @@ class PolicySettings(Section):
         "History needed before the first learned model is requested.",
         _int,
     )
+    demotion_sessions: int = setting(
+        "STOCK_ASSETS_DEMOTION_SESSIONS",
+        40,
+        "Scored out-of-sample sessions of the serving learned model the demotion test reads.",
+        _int,
+    )
+    demotion_significance: float = setting(
+        "STOCK_ASSETS_DEMOTION_SIGNIFICANCE",
+        0.05,
+        "Demote to naive when the one-sided DM test says production is worse at this level "
+        "(0: never).",
+        _float,
+    )
 
     def validate(self) -> PolicySettings:
         problems = []
@@ -359,6 +372,10 @@ class PolicySettings(Section):
             problems.append(f"skill_sessions {self.skill_sessions} must be at least 1")
         if self.mape_ceiling <= 0:
             problems.append(f"mape_ceiling {self.mape_ceiling} must be positive")
+        if not 0 <= self.demotion_significance < 1:
+            problems.append(f"demotion significance {self.demotion_significance} must be in [0, 1)")
+        if self.demotion_sessions < 3:
+            problems.append(f"demotion_sessions {self.demotion_sessions} must be at least 3")
         for name in ("min_scored", "stale_sessions", "cooldown_sessions", "first_model_sessions"):
             if getattr(self, name) < 0:
                 problems.append(f"{name} {getattr(self, name)} must not be negative")

@@ -31,8 +31,10 @@ from dagster._core.storage.tags import (
 )
 
 from stock_assets.commands.retrain import execute_retraining
+from stock_assets.defs.demotion import DEMOTE_JOB
 from stock_assets.defs.resources import PostgresResource
 from stock_assets.defs.tags import CHECK_STEP, REASON_TAG
+from stock_assets.lifecycle.demotion import served_record
 from stock_assets.lifecycle.scoring import baseline_summary, interval_score_pct
 from stock_assets.market.calendars import previous_session, sessions_between
 from stock_assets.ml.conformal import coverage_band
@@ -60,6 +62,8 @@ class ReplaySummary:
     resumed_from: int = 0
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    demotions: pd.DataFrame = field(default_factory=pd.DataFrame)
+    record: dict = field(default_factory=dict)  # lifecycle.demotion.served_record
 
 
 def default_home(live_home: Path, start: dt.date, end: dt.date) -> Path:
@@ -173,6 +177,18 @@ def run_replay(
         if isinstance(result, SensorResult):
             cursor = result.cursor
             for request in result.run_requests or []:
+                if request.job_name == DEMOTE_JOB:
+                    said = request.tags.get(REASON_TAG, "")
+                    echo(f"[{i}/{len(sessions)}] {day}: demotion to naive — {said}")
+                    demoted = defs.resolve_job_def(DEMOTE_JOB).execute_in_process(
+                        instance=instance,
+                        run_config={**QUIET, **request.run_config},
+                        tags={REASON_TAG: f"replay: {said}"},
+                        raise_on_error=False,
+                    )
+                    if not demoted.success:
+                        raise ReplayError(f"demotion on {day} failed: {said}")
+                    continue
                 key, reason = request.partition_key, request.tags.get(REASON_TAG, "")
                 echo(f"[{i}/{len(sessions)}] {day}: retraining {key} — {reason}")
                 instance.add_dynamic_partitions("dataset_runs", [key])
@@ -196,13 +212,24 @@ def run_replay(
                 (day, cursor, retraining, reason),
             )
             conn.commit()
-    summary = summarize(sessions, out_dir)
+    summary = summarize(sessions, out_dir, defs.resources["retraining"].model_name)
     summary.resumed_from = len(completed)
     summary.seconds = time.monotonic() - t0
     return summary
 
 
-def summarize(sessions: list[dt.date], out_dir: Path) -> ReplaySummary:
+def _kinds(model_name: str, versions) -> dict[str, str]:
+    """Each version's kind tag (naive or an architecture), from the registry."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    return {
+        str(v): client.get_model_version(model_name, str(v)).tags.get("kind", "")
+        for v in sorted({str(v) for v in versions if v is not None})
+    }
+
+
+def summarize(sessions: list[dt.date], out_dir: Path, model_name: str) -> ReplaySummary:
     with PostgresResource().connect() as conn:
         progress = query_frame(
             conn,
@@ -221,7 +248,7 @@ def summarize(sessions: list[dt.date], out_dir: Path) -> ReplaySummary:
             query_frame(
                 conn,
                 "SELECT promoted_at, previous_version, new_version, dataset_run_id, reason, "
-                "metrics FROM model_promotions ORDER BY id",
+                "action, metrics FROM model_promotions ORDER BY id",
             )
             if have_promotions
             else pd.DataFrame()
@@ -240,9 +267,16 @@ def summarize(sessions: list[dt.date], out_dir: Path) -> ReplaySummary:
     chart = _chart(performance, retrainings, out_dir) if len(performance) else None
     intervals = _intervals(log)
     interval_chart = _interval_chart(log, out_dir) if intervals.get("n") else None
-    return ReplaySummary(
+    demoted = promotions["action"] == "demote" if len(promotions) else []
+    summary = ReplaySummary(
         len(sessions), retrainings, promotions, performance, chart, intervals, interval_chart
     )
+    summary.demotions = (
+        promotions[demoted].reset_index(drop=True) if len(promotions) else promotions
+    )
+    if len(log):
+        summary.record = served_record(log, _kinds(model_name, log["model_version"].unique()))
+    return summary
 
 
 def _intervals(log: pd.DataFrame) -> dict:
@@ -353,6 +387,9 @@ def format_summary(summary: ReplaySummary) -> str:
     lines.append(f"retrainings: {len(summary.retrainings)}")
     for row in summary.retrainings.itertuples():
         lines.append(f"  {row.session}  {row.retraining}  {row.reason}")
+    lines.append(f"demotions: {len(summary.demotions)}")
+    for row in summary.demotions.itertuples():
+        lines.append(f"  v{row.previous_version} → v{row.new_version}  ({row.reason})")
     lines.append(f"promotions: {len(summary.promotions)}")
     for row in summary.promotions.itertuples():
         metrics = row.metrics if isinstance(row.metrics, dict) else json.loads(row.metrics or "{}")
@@ -384,6 +421,14 @@ def format_summary(summary: ReplaySummary) -> str:
                 f"{base['naive_coverage']:.3f} over {base['naive_n']}, interval score "
                 f"{base['naive_interval_score_pct']:.3f} %"
             )
+    rec = summary.record
+    if rec:
+        lines.append(
+            f"production out of sample: skill vs naive {rec['skill']:+.4f} over "
+            f"{rec['sessions']} sessions, one-sided DM p (worse than naive) "
+            f"{rec['dm_p_worse']:.3f}; sessions served by naive {rec['naive_share']:.0%}, "
+            f"by learned models {rec['learned_share']:.0%}"
+        )
     charts = [str(c) for c in (summary.chart, summary.interval_chart) if c]
     if charts:
         lines.append(f"charts: {', '.join(charts)}")

@@ -2,8 +2,7 @@
 
 from dagster import AssetCheckKey, AssetKey, AssetSelection, define_asset_job
 
-from stock_assets.defs.sensors import RETRAIN_JOB
-from stock_assets.defs.tags import KIND_TAG
+from stock_assets.defs.tags import KIND_TAG, RETRAIN_JOB
 from stock_assets.defs.tracking import end_mlflow_on_run_finished
 
 ingest_prices = define_asset_job(

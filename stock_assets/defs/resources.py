@@ -159,6 +159,8 @@ class PolicyConfig(SectionResource):
     stale_sessions: int
     cooldown_sessions: int
     first_model_sessions: int
+    demotion_sessions: int
+    demotion_significance: float
 
 
 class ModelRegistryResource(ConfigurableResource):

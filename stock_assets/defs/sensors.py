@@ -17,6 +17,8 @@ from dagster import (
 )
 from dagster._core.storage.dagster_run import DagsterRunStatus
 
+from stock_assets.defs.demotion import DEMOTE_JOB, demote_production
+from stock_assets.defs.jobs import retrain
 from stock_assets.defs.partitions import dataset_runs_partitions
 from stock_assets.defs.resources import (
     MarketResource,
@@ -24,13 +26,14 @@ from stock_assets.defs.resources import (
     PolicyConfig,
     PostgresResource,
 )
-from stock_assets.defs.tags import REASON_TAG
+from stock_assets.defs.tags import REASON_TAG, RETRAIN_JOB
+from stock_assets.lifecycle.demotion import verdict
 from stock_assets.lifecycle.journal import reconcile
 from stock_assets.lifecycle.policy import PolicyState, Summary, decide
 from stock_assets.lifecycle.registry import production
 from stock_assets.storage.prices import stored_span
+from stock_assets.storage.queries import serving_stint
 
-RETRAIN_JOB = "retrain"
 IN_FLIGHT = [
     DagsterRunStatus.QUEUED,
     DagsterRunStatus.NOT_STARTED,
@@ -74,13 +77,45 @@ def _summaries(context: SensorEvaluationContext, after: int) -> list[Summary]:
     ]
 
 
+def _demotion(context: SensorEvaluationContext, conn, model_name: str, t) -> RunRequest | None:
+    """A run of demote_production when the serving learned model is worse than naive over its
+    current stint (lifecycle/demotion.py), unless a demotion is already queued or running."""
+    current = production(model_name)
+    if current is None:
+        return None
+    rows = serving_stint(conn, current.version, t.demotion_sessions)
+    said = verdict(rows, current.version, current.kind, t)
+    if not said.demote:
+        return None
+    if context.instance.get_run_records(
+        RunsFilter(job_name=DEMOTE_JOB, statuses=IN_FLIGHT), limit=1
+    ):
+        context.log.info(f"demotion already in flight: {said.reason}")
+        return None
+    context.log.warning(f"requesting demotion to naive: {said.reason}")
+    newest = str(rows["trade_date"].max())
+    return RunRequest(
+        run_key=f"demote v{current.version} {newest}",
+        job_name=DEMOTE_JOB,
+        run_config={
+            "ops": {
+                "demote_to_naive": {
+                    "config": {"expected_version": current.version, "reason": said.reason}
+                }
+            }
+        },
+        tags={REASON_TAG: said.reason},
+    )
+
+
 @sensor(
     name="retraining_sensor",
-    job_name=RETRAIN_JOB,
+    jobs=[retrain, demote_production],
     minimum_interval_seconds=60,
     default_status=DefaultSensorStatus.STOPPED,
     description="Requests a retraining when performance_log's rolling summary breaches "
-    "the thresholds, for the first learned model, or when the newest model is stale.",
+    "the thresholds, for the first learned model, or when the newest model is stale; and a "
+    "demotion to naive when the serving learned model is significantly worse than naive.",
 )
 def retraining_sensor(
     context: SensorEvaluationContext,
@@ -101,6 +136,7 @@ def retraining_sensor(
         span = stored_span(conn)
         registry.setup()
         reconcile(conn, registry.model_name, context.log.warning)  # alias and journal agree
+        demotion = _demotion(context, conn, registry.model_name, policy.settings())
 
     def production_kind() -> str | None:
         current = production(registry.model_name)
@@ -117,16 +153,21 @@ def retraining_sensor(
         exchange=market.exchange,
     )
     cursor = decision.state.to_cursor()
+    demotions = [demotion] if demotion is not None else []
     if decision.key is None:
+        if demotions:
+            return SensorResult(run_requests=demotions, cursor=cursor)
         return SensorResult(skip_reason=SkipReason(decision.skip), cursor=cursor)
     context.log.info(f"requesting retraining {decision.key}: {decision.reason}")
     return SensorResult(
         run_requests=[
+            *demotions,
             RunRequest(
                 run_key=decision.key,
+                job_name=RETRAIN_JOB,
                 partition_key=decision.key,
                 tags={REASON_TAG: decision.reason},
-            )
+            ),
         ],
         dynamic_partitions_requests=[dataset_runs_partitions.build_add_request([decision.key])],
         cursor=cursor,

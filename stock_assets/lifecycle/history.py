@@ -18,7 +18,7 @@ class NothingToUndo(ValueError):
 class Move:
     previous: str | None
     new: str
-    action: str  # bootstrap | promote | rollback | repair
+    action: str  # bootstrap | promote | demote | rollback | repair
 
 
 def production_stack(moves: list[Move]) -> list[str]:

@@ -311,6 +311,15 @@ def naive_bundle(prices: pd.DataFrame, tickers: list[str]) -> Bundle:
     )
 
 
+def naive_version(model_name: str) -> str | None:
+    """The newest registered naive version (where a demotion goes), if any."""
+    import mlflow
+
+    versions = mlflow.MlflowClient().search_model_versions(f"name = '{model_name}'")
+    naive = [int(v.version) for v in versions if v.tags.get("kind") == NAIVE]
+    return str(max(naive)) if naive else None
+
+
 def register_naive(conn: Any, model_name: str, prices: pd.DataFrame) -> str:
     """Register the naive model fitted on `prices`; returns its version."""
     import mlflow

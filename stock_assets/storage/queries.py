@@ -78,6 +78,26 @@ def performance_between(conn: Any, first: dt.date, before: dt.date) -> pd.DataFr
     )
 
 
+def serving_stint(conn: Any, version: str, sessions: int) -> pd.DataFrame:
+    """performance_log rows of `version`'s current stint (after the newest session another
+    version served), its newest `sessions` scored out-of-sample sessions: the demotion test's
+    window. A version returned to by a rollback starts a new stint, as a promoted one does."""
+    if not table_exists(conn, PERFORMANCE_LOG.name):
+        return pd.DataFrame(columns=list(PERFORMANCE_COLUMNS))
+    return query_frame(
+        conn,
+        "WITH since AS (SELECT max(trade_date) AS day FROM performance_log "
+        "               WHERE model_version IS DISTINCT FROM %(v)s), "
+        "days AS (SELECT DISTINCT trade_date FROM performance_log, since "
+        "         WHERE model_version = %(v)s AND NOT in_sample AND actual_close IS NOT NULL "
+        "         AND (since.day IS NULL OR trade_date > since.day) "
+        "         ORDER BY trade_date DESC LIMIT %(n)s) "
+        "SELECT * FROM performance_log WHERE model_version = %(v)s "
+        "AND trade_date IN (SELECT trade_date FROM days)",
+        {"v": version, "n": sessions},
+    )
+
+
 def interval_state_before(conn: Any, day: dt.date, tickers: Sequence[str]) -> pd.DataFrame:
     """Each ticker's newest interval_state row before `day`: where a run starting that day
     picks up the adaptation (empty before the first run)."""

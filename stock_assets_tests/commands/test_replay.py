@@ -200,3 +200,72 @@ def test_bad_replay_ranges_are_clear_errors(isolated, monkeypatch, tmp_path):
         replay_into(
             dt.date(2019, 8, 1), dt.date(2019, 9, 30), home=tmp_path / "y", echo=lambda line: None
         )
+
+
+def _register_worse_than_naive(conn, name: str, version: str) -> str:
+    """The learned `version` with its output layer's bias raised by 5 % a day: a model that
+    cannot follow the market any more (it was forced to stop), registered and promoted."""
+    import torch
+
+    from stock_assets.lifecycle.journal import move
+    from stock_assets.lifecycle.registry import load_version, log_forecaster
+    from stock_assets.storage.prices import prices_until
+
+    model, bundle = load_version(conn, name, version)
+    net = model.unwrap_python_model().net
+    bias = [p for key, p in net.named_parameters() if key.endswith("bias")][-1]
+    with torch.no_grad():
+        bias += 0.05 / bundle.target_scale
+    prices = prices_until(conn, bundle.tickers, dt.date(2019, 5, 17))
+    example = prices.groupby("ticker").tail(bundle.history_needed() + 1)
+    forced = log_forecaster(conn, bundle, net, name, example, {"kind": bundle.kind})
+    move(conn, name, forced, actor="test", reason="forced worse than naive")
+    return forced
+
+
+def test_a_model_worse_than_naive_is_demoted_on_the_record_and_rollback_undoes_it(
+    isolated, monkeypatch, tmp_path
+):
+    import subprocess
+
+    import mlflow
+
+    from stock_assets_tests.servers import BIN
+
+    home = tmp_path / "demote"
+    _seed_first_model(monkeypatch, home, regime=False)  # v1 learned, rejected; v2 naive serves
+    with PostgresResource().connect() as conn:
+        forced = _register_worse_than_naive(conn, "stock_forecaster", "1")
+    window = 10
+    summary, lines = _replay(home, thresholds=Thresholds(demotion_sessions=window))
+    (demotion,) = summary.demotions.itertuples()
+    assert (demotion.previous_version, demotion.new_version) == (forced, "2")  # v2: naive
+    assert demotion.reason.startswith("demotion: v3 (") and "worse than naive" in demotion.reason
+    (said,) = [line for line in lines if "demotion to naive" in line]
+    position, day = int(said[1:].split("/")[0]), dt.date.fromisoformat(said.split()[1][:-1])
+    assert position <= window + 2  # the forced model served from the first replayed session
+    with PostgresResource().connect() as conn:
+        served = query_frame(
+            conn,
+            "SELECT as_of_date, model_version FROM daily_predictions WHERE as_of_date > %s",
+            (day,),
+        )
+        journal = query_frame(
+            conn, "SELECT action, actor, new_version FROM model_promotions ORDER BY id"
+        )
+    assert len(served) and set(served["model_version"].astype(str)) == {"2"}  # naive's
+    assert journal.iloc[-1].tolist() == ["demote", "policy", "2"]
+    assert "demotions: 1" in format_summary(summary)
+    assert "production out of sample: skill vs naive" in format_summary(summary)
+    assert summary.record["naive_share"] > 0.5  # naive served most of the replay
+
+    undone = subprocess.run(
+        [str(BIN / "stock-assets"), "rollback", "--reason", "operator overrides the demotion"],
+        env=os.environ,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert undone.returncode == 0, undone.stdout + undone.stderr
+    version = mlflow.MlflowClient().get_model_version_by_alias("stock_forecaster", "production")
+    assert str(version.version) == forced

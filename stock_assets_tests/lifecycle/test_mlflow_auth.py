@@ -53,6 +53,15 @@ def tracking(pg_server, tmp_path_factory):
         server.stop()
 
 
+@pytest.fixture(autouse=True)
+def _mlflow_uris_restored():
+    """These tests point the mlflow module at their own server: later tests must not inherit it."""
+    tracking, registry = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    yield
+    mlflow.set_tracking_uri(tracking)
+    mlflow.set_registry_uri(registry)
+
+
 def _as(monkeypatch, url: str, user: str | None) -> MlflowClient:
     for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
         monkeypatch.delenv(name, raising=False)
