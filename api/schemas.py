@@ -195,8 +195,8 @@ class Promotion(BaseModel):
     new_version: str
     dataset_run_id: str | None
     reason: str
-    action: str  # bootstrap | promote | rollback | repair
-    actor: str  # check | cli | bootstrap | reconcile
+    action: str  # bootstrap | promote | demote | rollback | repair
+    actor: str  # check | cli | policy | bootstrap | reconcile
 
 
 class PromotionList(BaseModel):

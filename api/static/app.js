@@ -61,6 +61,23 @@ function renderTable(latest, selected) {
   }
 }
 
+function renderPromotions(promotions) {
+  // newest first; a demotion (production back to naive) is marked like a loss
+  const body = document.querySelector("#promotions tbody");
+  body.replaceChildren();
+  for (const m of promotions.slice().reverse().slice(0, 10)) {
+    const row = document.createElement("tr");
+    row.dataset.action = m.action;
+    cell(row, m.promoted_at.slice(0, 16).replace("T", " "));
+    cell(row, m.action, m.action === "demote" ? "down" : "");
+    cell(row, m.previous_version ? `v${m.previous_version}` : "–");
+    cell(row, `v${m.new_version}`);
+    cell(row, m.actor);
+    cell(row, m.reason);
+    body.appendChild(row);
+  }
+}
+
 function renderNext(p) {
   document.getElementById("next-close").textContent = fmt(p.predicted_close);
   document.getElementById("next-interval").textContent =
@@ -226,10 +243,12 @@ async function main() {
     return;
   }
   try {
-    const [latest, performance] = await Promise.all([
+    const [latest, performance, promotions] = await Promise.all([
       getJSON("/predictions/latest"),
       getJSON("/performance"),
+      getJSON("/model/promotions"),
     ]);
+    renderPromotions(promotions.promotions);
     state.latest = latest.predictions;
     state.performance = performance;
     const picker = document.getElementById("ticker");

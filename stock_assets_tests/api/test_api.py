@@ -594,6 +594,10 @@ def test_dashboard_renders_offline_in_chromium(api, seeded):
         page.wait_for_selector("body[data-ready='1']", timeout=30_000)
         title = page.inner_text("#chart-title")
         scope = page.inner_text("#skill-scope")
+        moves = [
+            page.locator("#promotions tbody tr").nth(i).locator("td").all_inner_texts()
+            for i in range(page.locator("#promotions tbody tr").count())
+        ]
         own = page.inner_text("#skill-ticker")
         page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
         browser.close()
@@ -625,6 +629,17 @@ def test_dashboard_renders_offline_in_chromium(api, seeded):
     said = f"skill of all {len(TICKERS)} tickers over the newest {sessions} scored sessions"
     assert scope == said
     assert own.startswith("SYN002: skill ")
+    # production's history, newest first, as the API lists it (a demotion would read "demote")
+    history = _ok(api.get("/model/promotions"))["promotions"][::-1]
+    assert [m[1:4] for m in moves] == [
+        [
+            h["action"],
+            f"v{h['previous_version']}" if h["previous_version"] else "–",
+            f"v{h['new_version']}",
+        ]
+        for h in history
+    ]
+    assert [m[5] for m in moves] == [h["reason"] for h in history]
     origin = str(api.base_url)
     assert requested and all(u.startswith(origin) or u.startswith("data:") for u in requested)
 
