@@ -115,17 +115,15 @@ def _progress(conn) -> pd.DataFrame:
     return query_frame(conn, "SELECT * FROM replay_progress ORDER BY session")
 
 
-def closed_weekdays_before(day: dt.date, start: dt.date, exchange: str) -> list[dt.date]:
-    """The weekdays (partitions) from `start` on that the exchange was closed just before the
-    session `day`: the replay materializes them, empty, in the session's run, as a backfill and
-    the schedule do, so a holiday shows as done in the UI rather than missing."""
+def first_partition(day: dt.date, start: dt.date, exchange: str) -> dt.date:
+    """Where the session `day`'s run starts: the first weekday (partition) from `start` on after
+    the previous session, so the closed weekdays just before `day` are materialized, empty, in
+    its run, as a backfill and the schedule do: a holiday shows as done in the UI, not missing."""
     previous = previous_session(day, exchange)
     first = max(start, previous + dt.timedelta(days=1)) if previous else start
-    return [
-        first + dt.timedelta(days=n)
-        for n in range((day - first).days)
-        if (first + dt.timedelta(days=n)).weekday() < 5
-    ]
+    while first < day and first.weekday() >= 5:
+        first += dt.timedelta(days=1)
+    return first
 
 
 def run_replay(
@@ -169,8 +167,8 @@ def run_replay(
     for i, day in enumerate(todo, start=len(sessions) - len(todo) + 1):
         elapsed = time.monotonic() - t0
         echo(f"[{i}/{len(sessions)}] {day}: daily operations   ({elapsed:5.0f}s)")
-        first = closed_weekdays_before(day, start, exchange)[:1] or [day]
-        run_range(defs, instance, "daily_operations", str(first[0]), str(day))
+        first = first_partition(day, start, exchange)
+        run_range(defs, instance, "daily_operations", str(first), str(day))
         context = build_sensor_context(instance=instance, cursor=cursor, resources=resources)
         result = sensor(context)
         retraining, reason = None, None
@@ -267,13 +265,12 @@ def summarize(sessions: list[dt.date], out_dir: Path, model_name: str) -> Replay
     chart = _chart(performance, retrainings, out_dir) if len(performance) else None
     intervals = _intervals(log)
     interval_chart = _interval_chart(log, out_dir) if intervals.get("n") else None
-    demoted = promotions["action"] == "demote" if len(promotions) else []
     summary = ReplaySummary(
         len(sessions), retrainings, promotions, performance, chart, intervals, interval_chart
     )
-    summary.demotions = (
-        promotions[demoted].reset_index(drop=True) if len(promotions) else promotions
-    )
+    if len(promotions):
+        demoted = promotions[promotions["action"] == "demote"]
+        summary.demotions = demoted.reset_index(drop=True)
     if len(log):
         summary.record = served_record(log, _kinds(model_name, log["model_version"].unique()))
     return summary

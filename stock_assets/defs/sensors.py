@@ -77,10 +77,9 @@ def _summaries(context: SensorEvaluationContext, after: int) -> list[Summary]:
     ]
 
 
-def _demotion(context: SensorEvaluationContext, conn, model_name: str, t) -> RunRequest | None:
+def _demotion(context: SensorEvaluationContext, conn, current, t) -> RunRequest | None:
     """A run of demote_production when the serving learned model is worse than naive over its
     current stint (lifecycle/demotion.py), unless a demotion is already queued or running."""
-    current = production(model_name)
     if current is None:
         return None
     rows = serving_stint(conn, current.version, t.demotion_sessions)
@@ -136,11 +135,8 @@ def retraining_sensor(
         span = stored_span(conn)
         registry.setup()
         reconcile(conn, registry.model_name, context.log.warning)  # alias and journal agree
-        demotion = _demotion(context, conn, registry.model_name, policy.settings())
-
-    def production_kind() -> str | None:
-        current = production(registry.model_name)
-        return current.kind if current else None
+        current = production(registry.model_name)  # read once: both rules ask
+        demotion = _demotion(context, conn, current, policy.settings())
 
     decision = decide(
         _summaries(context, state.storage_id),
@@ -149,7 +145,7 @@ def retraining_sensor(
         in_flight=running[0].dagster_run.run_id if running else None,
         dataset_runs=context.instance.get_dynamic_partitions(dataset_runs_partitions.name),
         span=span,
-        production_kind=production_kind,
+        production_kind=lambda: current.kind if current else None,
         exchange=market.exchange,
     )
     cursor = decision.state.to_cursor()

@@ -11,6 +11,7 @@ import warnings
 
 import mlflow
 from dagster import BetaWarning, resource
+from dagster._core.storage.tags import PARTITION_NAME_TAG
 from dagster_mlflow import end_mlflow_on_run_finished
 from dagster_mlflow.resources import CONFIG_SCHEMA, MlFlow
 
@@ -31,7 +32,7 @@ def mlflow_tracking_managed(context):
         # dagster-mlflow marks its own class beta; the project opts in knowingly
         warnings.filterwarnings("ignore", category=BetaWarning, module=r"dagster(_mlflow)?\b")
         tracker = MlFlow(context)
-    partition = context.dagster_run.tags.get("dagster/partition") if context.dagster_run else None
+    partition = context.dagster_run.tags.get(PARTITION_NAME_TAG) if context.dagster_run else None
     if partition and mlflow.active_run() is not None:
         # dagster-mlflow names the run after the job ("retrain" every time): name it after what
         # it is, the dataset run it trains

@@ -35,9 +35,14 @@ class Verdict:
     p_value: float | None = None  # one-sided: that production is no worse than naive
 
 
+def _scored(rows: pd.DataFrame) -> pd.DataFrame:
+    """Out-of-sample rows whose target session has closed."""
+    return rows[~rows["in_sample"].astype(bool) & rows["actual_close"].notna()]
+
+
 def session_errors(rows: pd.DataFrame) -> pd.DataFrame:
     """Per scored session: mean absolute percentage error of the model and of naive."""
-    scored = rows[~rows["in_sample"].astype(bool) & rows["actual_close"].notna()]
+    scored = _scored(rows)
     actual = scored["actual_close"].astype(float)
     frame = pd.DataFrame(
         {
@@ -89,8 +94,7 @@ def served_record(rows: pd.DataFrame, kinds: dict[str, str]) -> dict:
     if errors.empty:
         return {}
     model, naive = errors["model"].to_numpy(), errors["naive"].to_numpy()
-    scored = rows[~rows["in_sample"].astype(bool) & rows["actual_close"].notna()]
-    served = scored.groupby("trade_date")["model_version"].first().astype(str)
+    served = _scored(rows).groupby("trade_date")["model_version"].first().astype(str)
     naive_sessions = int(served.map(lambda v: kinds.get(v) == NAIVE).sum())
     return {
         "sessions": len(errors),
